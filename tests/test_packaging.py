@@ -30,3 +30,14 @@ def test_wheel_holds_the_library_only(tmp_path):
     assert "Requires-Dist: torch" in meta and 'extra == "app"' in meta
     ep = zipfile.ZipFile(whl).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "gpt-mini = gpt_mini.cli:main" in ep
+
+INSTALL_GUARD = 'try:\n    import gpt_mini\nexcept ImportError:\n    %pip install -q "gpt_mini @ git+'
+
+def test_every_notebook_starts_with_the_colab_install_cell():
+    import json
+    nbs = sorted((ROOT/"nbs").glob("*.ipynb")) + [ROOT/"index.ipynb"]
+    assert len(nbs) > 1
+    for nb in nbs:
+        code = [c for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
+        first = [("".join(c["source"])) for c in code[:2]]  # `#| default_exp` may come first
+        assert any(INSTALL_GUARD in s for s in first), f"{nb.name} does not start with the guarded install cell"

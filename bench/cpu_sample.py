@@ -1,0 +1,208 @@
+"""CPU sampling: gpt_mini's `generate` against transformers' `GPT2LMHeadModel.generate`, same weights, same run.
+
+    python bench/cpu_sample.py            # GPT-2 124M, fp32, 2 threads (about 4-5 minutes on 2 cores)
+    python bench/cpu_sample.py --quick    # a tiny model, one round: checks that it runs
+
+What it measures, every case interleaved with the others round by round (see benchlib.py):
+
+- decoding speed: an 8-token prompt, 100 new tokens, top-k 50, temperature 1 (tokens/s over the whole call, prompt
+  included), for gpt_mini fp32, transformers fp32 (its KV cache on), gpt_mini int8 (`quantize_for_cpu`) and
+  transformers after torch's own dynamic int8 quantization (what a transformers user would reach for);
+- the memory-bandwidth ceiling: a batch-1 step must read every weight once, so tokens/s can never beat
+  (read bandwidth) / (bytes of weights read per token); the bandwidth is measured in the same rounds;
+- time to first token for a 200-token prompt (prefill plus one sampled token);
+- quality of the int8 path against fp32 on held-out text (the last 10% of tiny Shakespeare): top-1 next-token
+  agreement and the difference in cross-entropy, for the random-init 124M model and for a trained run if one exists.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib as B  # noqa: E402  (sets the offline environment before torch/transformers load)
+
+import math  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from gpt_mini.model import GPT, GPTConfig, generate  # noqa: E402
+
+def weight_bytes_per_token(model) -> int:
+    """Bytes of parameters a batch-1 decoding step reads: every weight once, except the embedding tables, of which it
+    reads one row each, unless the token table is also the (tied, fp32) output head, which reads all of it.
+    A quantized Linear counts its int8 weights plus a scale and a zero point per output channel."""
+    seen, total = set(), 0
+    for mod in model.modules():
+        if getattr(mod, "_packed_params", None) is not None and callable(getattr(mod, "weight", None)):
+            w, b = mod.weight(), mod.bias()       # torch.ao dynamic quantized Linear: int8 weight, fp32 bias
+            total += w.numel() * w.element_size() + w.size(0) * 8 + (b.numel() * b.element_size() if b is not None else 0)
+            continue
+        for p in mod.parameters(recurse=False):
+            if id(p) in seen: continue
+            seen.add(id(p))
+            tied_head = isinstance(mod, torch.nn.Embedding) and any(
+                p is getattr(m, "weight", None) for m in model.modules() if isinstance(m, torch.nn.Linear))
+            if isinstance(mod, torch.nn.Embedding) and not tied_head: total += p.shape[1] * p.element_size()
+            else: total += p.numel() * p.element_size()
+    return total
+
+def quantized(model):
+    "gpt_mini's int8 CPU path, if the library has it (None otherwise)."
+    import gpt_mini.model as M
+    q = getattr(M, "quantize_for_cpu", None)
+    return q(model) if q is not None else None
+
+def hf_dynamic_int8(hf):
+    "A transformers user's int8: torch's dynamic quantization of every nn.Linear (GPT-2's Conv1D layers are not Linear)."
+    import copy, warnings
+    from torch.ao.quantization import quantize_dynamic, per_channel_dynamic_qconfig
+    from transformers.pytorch_utils import Conv1D
+    hf = copy.deepcopy(hf)
+    # Conv1D is a Linear with a transposed weight: swap each for an nn.Linear so that quantize_dynamic reaches it.
+    for name, mod in list(hf.named_modules()):
+        for cname, child in list(mod.named_children()):
+            if isinstance(child, Conv1D):
+                lin = torch.nn.Linear(child.weight.shape[0], child.weight.shape[1])
+                with torch.no_grad(): lin.weight.copy_(child.weight.t()); lin.bias.copy_(child.bias)
+                setattr(mod, cname, lin)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(hf, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8).eval()
+
+def ours_sampler(model, prompt, n_new, top_k):
+    def run(seed=[0]):
+        seed[0] += 1
+        t = B.timed(lambda: sum(1 for _ in generate(model, prompt, n_new, temperature=1.0, top_k=top_k, seed=seed[0])))
+        return n_new / t
+    return run
+
+def hf_sampler(hf, prompt, n_new, top_k):
+    ids = torch.tensor([prompt])
+    mask = torch.ones_like(ids)
+    def run():
+        with torch.inference_mode():
+            t = B.timed(lambda: hf.generate(ids, attention_mask=mask, max_new_tokens=n_new, min_new_tokens=n_new,
+                                            do_sample=True, top_k=top_k, top_p=None, temperature=1.0,
+                                            pad_token_id=0, use_cache=True))
+        return n_new / t
+    return run
+
+def ours_ttft(model, prompt, top_k):
+    def run():
+        t = B.timed(lambda: next(iter(generate(model, prompt, 1, temperature=1.0, top_k=top_k, seed=0))))
+        return t * 1e3
+    return run
+
+def hf_ttft(hf, prompt, top_k):
+    ids = torch.tensor([prompt]); mask = torch.ones_like(ids)
+    def run():
+        with torch.inference_mode():
+            t = B.timed(lambda: hf.generate(ids, attention_mask=mask, max_new_tokens=1, do_sample=True, top_k=top_k,
+                                            top_p=None, temperature=1.0, pad_token_id=0))
+        return t * 1e3
+    return run
+
+@torch.inference_mode()
+def agreement(ref, other, ids: torch.Tensor, n_windows: int, window: int) -> dict:
+    """Top-1 next-token agreement and cross-entropy of `other` against `ref` on `n_windows` evenly spaced windows of
+    held-out ids."""
+    window = min(window, ref.config.block_size)
+    starts = torch.linspace(0, len(ids) - window - 2, n_windows).long().tolist()
+    x = torch.stack([ids[s:s + window] for s in starts]); y = torch.stack([ids[s + 1:s + window + 1] for s in starts])
+    lr, lo = ref(x), other(x)
+    V = lr.size(-1)
+    loss_r = F.cross_entropy(lr.reshape(-1, V), y.reshape(-1)).item()
+    loss_o = F.cross_entropy(lo.reshape(-1, V), y.reshape(-1)).item()
+    agree = (lr.argmax(-1) == lo.argmax(-1)).float().mean().item()
+    return dict(tokens=x.numel(), top1_agreement=agree, loss_fp32=loss_r, loss_int8=loss_o, loss_diff=loss_o - loss_r)
+
+def find_trained_run():
+    "A small trained run folder, if the book has made one (nbs/runs/small or runs/small)."
+    for d in (B.ROOT/"nbs"/"runs"/"small", B.ROOT/"runs"/"small"):
+        if (d/"config.json").exists() and ((d/"model.safetensors").exists() or (d/"model.pt").exists()): return d
+    return None
+
+def main(argv=None) -> dict:
+    p = B.base_parser(__doc__.splitlines()[0])
+    p.add_argument("--new-tokens", type=int, default=None)
+    p.add_argument("--run", default=None, help="a trained run folder for the quality figure (default: nbs/runs/small)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads or 2)
+    quick = args.quick
+    rounds = args.rounds or (1 if quick else 5)
+    cfg = GPTConfig.from_preset("tiny" if quick else "gpt2")
+    n_new, top_k = args.new_tokens or (5 if quick else 100), 50
+    info = B.machine_info()
+    B.log(f"cpu_sample: {'tiny' if quick else 'GPT-2 124M'}, {rounds} rounds, {info['torch_threads']} threads")
+
+    torch.manual_seed(0)
+    ours = GPT(cfg).eval()
+    hf = ours.to_hf().eval()
+    ours_q = quantized(ours)
+    hf_q = hf_dynamic_int8(hf)
+    prompt = list(range(1000, 1008))                    # 8 tokens
+    long_prompt = [(1000 + 37 * i) % 50000 for i in range(min(200, cfg.block_size - 2))]
+
+    # ---- decoding speed, with the bandwidth measured in the same rounds
+    cases = {"gpt_mini fp32": ours_sampler(ours, prompt, n_new, top_k),
+             "transformers fp32": hf_sampler(hf, prompt, n_new, top_k)}
+    if ours_q is not None: cases["gpt_mini int8"] = ours_sampler(ours_q, prompt, n_new, top_k)
+    cases["transformers int8 (torch dynamic)"] = hf_sampler(hf_q, prompt, n_new, top_k)
+    cases["read bandwidth"] = lambda: B.read_bandwidth_gbs(16 * 2**20 if quick else 512 * 2**20)
+    res = B.interleave(cases, rounds, warmup=1)
+    B.free_bandwidth_buffer()
+    bw = B.med(res.pop("read bandwidth"))
+    theirs = res["transformers fp32"]
+    bytes_per = {"gpt_mini fp32": weight_bytes_per_token(ours), "transformers fp32": weight_bytes_per_token(ours),
+                 "gpt_mini int8": weight_bytes_per_token(ours_q) if ours_q is not None else float("nan"),
+                 "transformers int8 (torch dynamic)": weight_bytes_per_token(ours_q) if ours_q is not None else float("nan")}
+    rows = []
+    for name, xs in res.items():
+        ceiling = bw * 1e9 / bytes_per[name]
+        rows.append({"sampler": name, "tokens/s (median)": B.med(xs), "range": B.spread(xs),
+                     "× transformers fp32": B.paired_ratio(xs, theirs),
+                     "MB read/token": bytes_per[name] / 1e6, "ceiling tok/s": ceiling,
+                     "% of ceiling": 100 * B.med(xs) / ceiling})
+    out = {"machine": info, "read_bandwidth_gbs": bw, "decode": rows}
+    md = B.report(f"CPU sampling: {'tiny model' if quick else 'GPT-2 124M'}, {len(prompt)}-token prompt, {n_new} new "
+                  f"tokens, top-k {top_k}, {info['torch_threads']} threads, {rounds} interleaved rounds", rows,
+                  [f"read bandwidth measured in the same rounds: {bw:.1f} GB/s (median); ceiling = bandwidth / weight "
+                   f"bytes read per token (KV cache and activations not counted, so the true ceiling is a little lower)"])
+
+    # ---- time to first token, 200-token prompt
+    cases = {"gpt_mini fp32": ours_ttft(ours, long_prompt, top_k), "transformers fp32": hf_ttft(hf, long_prompt, top_k)}
+    if ours_q is not None: cases["gpt_mini int8"] = ours_ttft(ours_q, long_prompt, top_k)
+    cases["transformers int8 (torch dynamic)"] = hf_ttft(hf_q, long_prompt, top_k)
+    res = B.interleave(cases, rounds, warmup=1)
+    theirs = res["transformers fp32"]
+    rows = [{"sampler": n, "time to first token ms (median)": B.med(xs), "range": B.spread(xs),
+             "speed-up vs transformers fp32": B.paired_ratio(theirs, xs)} for n, xs in res.items()]
+    out["ttft"] = rows
+    md += B.report(f"Time to first token: {len(long_prompt)}-token prompt", rows)
+
+    # ---- int8 quality on held-out text
+    rows = []
+    if ours_q is not None:
+        from gpt_mini.data import load_dataset
+        val = torch.as_tensor(load_dataset().val, dtype=torch.long)  # the last 10% of tiny Shakespeare
+        n_win, win = (1, 32) if quick else (8, 256)
+        rows.append({"model": f"{'tiny' if quick else 'GPT-2 124M'} random init", **agreement(ours, ours_q, val, n_win, win)})
+        run_dir = Path(args.run) if args.run else find_trained_run()
+        if run_dir is not None:
+            from gpt_mini.train import load_model
+            trained = load_model(run_dir).eval()
+            rows.append({"model": f"trained run {run_dir.name} ({trained.config.n_layer}L/{trained.config.n_embd}d)",
+                         **agreement(trained, quantized(trained), val, n_win, win)})
+        notes = ["no trained run found (nbs/runs/small): random-init figures only, which say little about a real model"
+                 if run_dir is None else f"trained run: {run_dir}"]
+        notes.append("no pretrained GPT-2 weights are available offline here, so the 124M figure is on random weights")
+        md += B.report("int8 vs fp32 on held-out text (last 10% of tiny Shakespeare)", rows, notes)
+    else:
+        md += B.report("int8 vs fp32", [], ["gpt_mini.model has no quantize_for_cpu yet: int8 not measured"])
+    out["quality"] = rows
+    out["markdown"] = md
+    return out
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""The Gradio sampler through its API (gradio_client), its command line, and an exported Space, with a tiny model."""
+import json, os, subprocess, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+import pytest
+
+gr = pytest.importorskip("gradio", reason="the app extra is not installed (pip install 'gpt_mini[app]')")
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from gpt_mini.app import (SamplerInputError, app_cli, build_demo, check_request, check_server, export_space,
+                          export_space_cli, free_port, launch, sample_stream)
+from gpt_mini.model import GPT, GPTConfig
+from gpt_mini.train import CheckpointError, save_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    "A run folder holding a freshly initialised tiny model."
+    import torch
+    torch.manual_seed(0)
+    return save_model(GPT(GPTConfig.from_preset("tiny")), tmp_path_factory.mktemp("runs")/"tiny")
+
+@pytest.fixture(scope="module")
+def subprocess_servers(run_dir, tmp_path_factory):
+    """`python -m gpt_mini.app` and an exported Space's `python app.py`, each a server in its own process: {name: (proc,
+    url, folder)}. Started before the in-process tests so that their slow start (importing torch and Gradio) overlaps."""
+    space = export_space(run_dir, tmp_path_factory.mktemp("export")/"space", title="Tiny test Space")
+    ports = free_port(), free_port()
+    procs = {"cli": (serve_subprocess([sys.executable, "-m", "gpt_mini.app", "--ckpt", str(run_dir), "--port", str(ports[0])],
+                                      ROOT, ports[0]), f"http://127.0.0.1:{ports[0]}/", run_dir),
+             # the exported app.py, run as a Space runs it: `python app.py`, the port from the environment
+             "space": (serve_subprocess([sys.executable, "app.py"], space, ports[1]), f"http://127.0.0.1:{ports[1]}/", space)}
+    yield procs
+    for proc, _, _ in procs.values(): stop(proc)
+
+@pytest.fixture(scope="module")
+def server(run_dir, subprocess_servers):
+    "One sampler for the whole module, served from the run folder: (url, client, demo)."
+    demo = build_demo(run_dir, device="cpu")
+    url = launch(demo, port=free_port(), quiet=True)
+    client = Client(url, verbose=False, download_files=False)
+    yield url, client, demo
+    demo.close()
+
+def ask(client, prompt="Hi", max_new_tokens=6, temperature=0.8, top_k=50, top_p=1.0, seed=0):
+    return client.predict(prompt, max_new_tokens, temperature, top_k, top_p, seed, api_name="/generate")
+
+def wait_for_server(proc, url, timeout=90):
+    "Wait until a sampler started as a subprocess answers; fail with its output if it dies or never does."
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None: pytest.fail(f"the server exited with {proc.returncode}:\n{proc.stdout.read()[-3000:]}")
+        try: return check_server(url, "Hi", max_new_tokens=4, timeout=10)
+        except Exception: time.sleep(0.5)
+    proc.kill(); pytest.fail(f"the server did not answer within {timeout}s:\n{proc.stdout.read()[-3000:]}")
+
+def serve_subprocess(args, cwd, port):
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+def stop(proc):
+    proc.terminate()
+    try: proc.wait(10)
+    except subprocess.TimeoutExpired: proc.kill(); proc.wait()
+
+# ---------------------------------------------------------------- through the API
+
+def test_streaming_yields_growing_text(server):
+    _, client, _ = server
+    job = client.submit("To be, or not to be", 24, 1.0, 50, 1.0, 1, api_name="/generate")
+    text, facts = job.result(timeout=60)
+    texts = [o[0] for o in job.outputs()]
+    assert len([t for t in texts if t]) >= 2, texts  # several updates, not one final answer
+    assert all(b.startswith(a) for a, b in zip(texts, texts[1:])), texts
+    assert texts[-1] == text and text
+    assert "tokens/s" in facts and "24 tokens" in facts and "seed 1" in facts and "parameters" in facts
+
+def test_same_seed_same_text(server):
+    _, client, _ = server
+    a, b, c = (ask(client, "ROMEO:", 12, seed=s)[0] for s in (42, 42, 43))
+    assert a == b and a != c
+
+def test_random_seed_is_reported(server):
+    _, client, _ = server
+    text, facts = ask(client, seed=-1)
+    seed = int(facts.split("seed ")[1].split()[0])
+    assert ask(client, seed=seed)[0] == text  # the reported seed reproduces the text
+
+@pytest.mark.parametrize("args, message", [
+    (dict(prompt=""), "The prompt is empty"),
+    (dict(prompt="  \n\t "), "The prompt is empty"),
+    (dict(max_new_tokens=0), "Max new tokens must be between 1 and 1024"),
+    (dict(max_new_tokens=100_000), "Max new tokens must be between 1 and 1024"),
+    (dict(temperature=-1), "Temperature must be between 0 and 2"),
+    (dict(temperature=3.5), "Temperature must be between 0 and 2"),
+    (dict(top_k=-5), "Top-k must be at least 0"),
+    (dict(top_p=0), "Top-p must be greater than 0"),
+    (dict(top_p=1.01), "Top-p must be between 0 and 1"),
+    (dict(seed=-7), "Seed must be between -1 and 4294967295"),
+    (dict(max_new_tokens=None), "Max new tokens is missing"),
+])
+def test_bad_input_gets_the_apps_message(server, args, message):
+    _, client, _ = server
+    with pytest.raises(AppError, match=message): ask(client, **args)
+
+def test_server_keeps_serving_after_errors(server):
+    _, client, _ = server
+    for bad in ("", " "):
+        with pytest.raises(AppError): ask(client, bad)
+    assert ask(client, "Still there?")[0]
+
+def test_long_prompt_is_cropped_from_the_left(server):
+    _, client, _ = server
+    text, facts = ask(client, "All the world's a stage. " * 800, 5)  # 20,000 characters, far beyond a context of 64
+    assert text and "cropped" in facts and "the last 64" in facts
+
+def test_unicode_and_emoji(server):
+    _, client, _ = server
+    text, facts = ask(client, "naïve café — 日本語の文章 🙂🎭 ", 16, seed=3)
+    assert isinstance(text, str) and text and "tokens/s" in facts
+
+def test_temperature_zero_is_greedy(server):
+    _, client, _ = server
+    (a, facts), (b, _) = ask(client, "Hi", 10, temperature=0, seed=1), ask(client, "Hi", 10, temperature=0, seed=2)
+    assert a == b and "greedy" in facts
+
+def test_top_k_larger_than_the_vocabulary(server):
+    _, client, _ = server
+    text, facts = ask(client, "Hi", 6, top_k=1_000_000, seed=5)
+    assert text == ask(client, "Hi", 6, top_k=0, seed=5)[0]  # the same as no top-k at all
+    assert "more than the vocabulary" in facts
+
+def test_twenty_simultaneous_requests_all_complete(server):
+    url, _, _ = server
+    clients = [Client(url, verbose=False, download_files=False) for _ in range(4)]
+    with ThreadPoolExecutor(20) as pool:
+        futures = [pool.submit(ask, clients[i % 4], f"User {i}:", 4, 1.0, 50, 1.0, i) for i in range(20)]
+        results = [f.result(timeout=120) for f in futures]
+    assert len(results) == 20 and all(text and "tokens/s" in facts for text, facts in results)
+
+def test_stop_ends_the_generation(server):
+    _, client, _ = server
+    def workers(): return [t for t in threading.enumerate() if t.name == "gpt_mini-sampler"]
+    job = client.submit("A long story:", 1024, 1.0, 50, 1.0, 0, api_name="/generate")
+    t0 = time.monotonic()
+    while not any(o[0] for o in job.outputs()) and time.monotonic() - t0 < 30: time.sleep(0.05)
+    assert workers(), "no generation is running"
+    job.cancel()
+    t0 = time.monotonic()
+    while workers() and time.monotonic() - t0 < 15: time.sleep(0.1)
+    assert not workers(), "the generation went on after Stop"
+
+# ---------------------------------------------------------------- the plain functions behind the page
+
+def test_check_request_without_a_server():
+    cfg = GPTConfig.from_preset("tiny")
+    r = check_request(cfg, "Hi", 5, 0.5, 10, 0.9, 7)
+    assert (r.max_new_tokens, r.temperature, r.top_k, r.top_p, r.seed, r.notes) == (5, 0.5, 10, 0.9, 7, [])
+    with pytest.raises(SamplerInputError, match="must be a number"): check_request(cfg, "Hi", temperature="warm")
+    with pytest.raises(SamplerInputError, match="whole number"): check_request(cfg, "Hi", max_new_tokens=2.5)
+
+def test_sample_stream_with_a_model_in_memory():
+    model = GPT(GPTConfig.from_preset("tiny"))
+    steps = list(sample_stream(model, "Hi", max_new_tokens=5, seed=0))
+    assert steps[-1][0] and "5 tokens" in steps[-1][1]
+
+# ---------------------------------------------------------------- bad checkpoints, at start-up
+
+def test_missing_files_are_named(tmp_path, run_dir, capsys):
+    with pytest.raises(CheckpointError, match="config.json"): build_demo(tmp_path)
+    weightless = tmp_path/"weightless"; weightless.mkdir()
+    (weightless/"config.json").write_text((run_dir/"config.json").read_text())
+    with pytest.raises(CheckpointError, match="no weights"): build_demo(weightless)
+    assert app_cli(["--ckpt", str(weightless)]) == 2
+    assert "no weights" in capsys.readouterr().err
+    assert app_cli(["--ckpt", str(tmp_path/"nowhere")]) == 2
+    assert "no run folder" in capsys.readouterr().err
+
+def test_config_and_weights_that_disagree_are_named(tmp_path, run_dir, capsys):
+    bad = tmp_path/"bad"
+    save_model(GPT(GPTConfig.from_preset("tiny")), bad)
+    cfg = json.loads((bad/"config.json").read_text())
+    (bad/"config.json").write_text(json.dumps({**cfg, "n_layer": 3}))
+    with pytest.raises(CheckpointError, match="n_layer"): build_demo(bad)
+    assert app_cli(["--ckpt", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "n_layer" in err and "Traceback" not in err
+    assert export_space_cli(["--ckpt", str(bad), "--out", str(tmp_path/"space")]) == 2
+    assert "n_layer" in capsys.readouterr().err
+
+# ---------------------------------------------------------------- the command line and the Space, as subprocesses
+
+def test_python_m_gpt_mini_app_serves(subprocess_servers):
+    proc, url, _ = subprocess_servers["cli"]
+    assert wait_for_server(proc, url)
+
+def test_exported_space_starts_and_answers(subprocess_servers, run_dir):
+    proc, url, space = subprocess_servers["space"]
+    names = {p.name for p in space.iterdir()}
+    assert {"app.py", "requirements.txt", "README.md", "config.json", "model.safetensors"} <= names
+    front = (space/"README.md").read_text(encoding="utf-8").split("---")[1]
+    assert "sdk: gradio" in front and "app_file: app.py" in front and f"sdk_version: {gr.__version__}" in front
+    reqs = (space/"requirements.txt").read_text().splitlines()
+    assert any(r.startswith("torch") for r in reqs) and f"gradio=={gr.__version__}" in reqs
+    assert any(r.startswith("gpt_mini[app] @ git+https://github.com/") for r in reqs)
+    assert json.loads((space/"config.json").read_text()) == json.loads((run_dir/"config.json").read_text())
+    assert wait_for_server(proc, url)

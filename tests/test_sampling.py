@@ -1,0 +1,208 @@
+import subprocess, sys
+from pathlib import Path
+
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from gpt_mini.model import GPT, GPTConfig, sample_next, stream_text
+from gpt_mini.sampling import (Candidate, effective_choices, explore_sample, filtered_probs, format_candidates,
+                               keep_stats, knob_label, next_token_logits, next_token_table, plot_candidates,
+                               plot_cutoffs, plot_knobs, plot_next_token, plot_temperature, sample_cli)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A hand-made distribution: distinct logits, likeliest first, so "the k likeliest" is simply range(k).
+LOGITS = torch.tensor([3.2, 2.5, 2.1, 1.8, 1.2, 0.6, 0.3, -0.4, -1.0, -1.5])
+PROBS = LOGITS.softmax(-1)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 9, 10])
+def test_top_k_keeps_exactly_the_k_likeliest(k):
+    p = filtered_probs(LOGITS, top_k=k)
+    assert set(p.nonzero().flatten().tolist()) == set(range(k))
+    assert torch.allclose(p[:k], PROBS[:k] / PROBS[:k].sum())  # renormalised, proportions unchanged
+    assert keep_stats(LOGITS, top_k=k) == (k, pytest.approx(float(PROBS[:k].sum())))
+
+
+def test_top_k_above_the_vocabulary_keeps_everything():
+    assert torch.allclose(filtered_probs(LOGITS, top_k=1000), PROBS)
+
+
+@pytest.mark.parametrize("p", [0.01, 0.2, 0.418, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999])
+def test_top_p_keeps_the_smallest_set_reaching_p(p):
+    kept = filtered_probs(LOGITS, top_p=p) > 0
+    n = int(kept.sum())
+    assert kept[:n].all() and not kept[n:].any()              # a prefix of the likeliest
+    assert PROBS[:n].sum() >= p                               # reaches p...
+    assert n == 1 or PROBS[:n - 1].sum() < p                  # ...and one token fewer would not
+
+
+def test_top_p_one_and_none_keep_everything():
+    assert torch.allclose(filtered_probs(LOGITS, top_p=1.0), PROBS)
+    assert torch.allclose(filtered_probs(LOGITS, top_p=None), PROBS)
+
+
+def test_temperature_to_zero_tends_to_argmax():
+    tops = [float(filtered_probs(LOGITS, temperature=t)[0]) for t in (2.0, 1.0, 0.5, 0.2, 0.05, 0.01)]
+    assert tops == sorted(tops) and tops[-1] > 0.999999
+    assert torch.equal(filtered_probs(LOGITS, temperature=0), torch.eye(10)[0])  # 0 is greedy exactly
+    assert (filtered_probs(LOGITS, temperature=1000.0) - 0.1).abs().max() < 1e-3  # and very hot is uniform
+    assert torch.allclose(filtered_probs(LOGITS, temperature=1.0), PROBS)
+
+
+def test_temperature_applies_before_top_p():
+    # At T = 0.5 the top token alone holds 69% > 0.6; at T = 1 it holds 42%, so top-p 0.6 needs two tokens.
+    assert keep_stats(LOGITS, temperature=0.5, top_p=0.6)[0] == 1
+    assert keep_stats(LOGITS, temperature=1.0, top_p=0.6)[0] == 2
+
+
+@pytest.mark.parametrize("knobs", [dict(), dict(temperature=0.5), dict(temperature=2.0), dict(top_k=3), dict(top_p=0.8),
+                                   dict(temperature=0.7, top_k=5, top_p=0.9)])
+def test_sample_next_draws_from_filtered_probs(knobs):
+    gen = torch.Generator().manual_seed(0)
+    draws = sample_next(LOGITS.expand(20_000, -1), **knobs, generator=gen)
+    freq = torch.bincount(draws, minlength=10) / 20_000
+    expected = filtered_probs(LOGITS, **knobs)
+    assert torch.allclose(expected.sum(), torch.tensor(1.0))
+    assert (freq - expected).abs().max() < 0.015
+    assert (freq[expected == 0] == 0).all()
+
+
+@pytest.mark.parametrize("knobs, message", [(dict(temperature=-0.1), "temperature"), (dict(top_k=0), "top_k"),
+                                            (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p")])
+def test_bad_knobs_raise_the_library_message(knobs, message):
+    with pytest.raises(ValueError, match=message): filtered_probs(LOGITS, **knobs)
+
+
+def test_effective_choices_and_labels():
+    assert effective_choices(torch.ones(4) / 4) == pytest.approx(4.0)
+    assert effective_choices(torch.tensor([0.0, 1.0, 0.0])) == pytest.approx(1.0)
+    assert knob_label(0.7, 40, 0.9) == "T=0.7, top-k=40, top-p=0.9"
+    assert knob_label(1.0, None, 1.0) == "T=1"
+
+
+# ---- on a (random) tiny model: the explorer's logic as plain functions ----
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return GPT(GPTConfig.from_preset("tiny")).eval()
+
+
+def test_next_token_table(tiny_model):
+    rows = next_token_table(tiny_model, "ROMEO:", temperature=0.7, top_k=4, n=8)
+    assert len(rows) == 8 and all(isinstance(r, Candidate) for r in rows)
+    assert [r.p_model for r in rows] == sorted((r.p_model for r in rows), reverse=True)
+    assert [r.p_sampled > 0 for r in rows] == [True] * 4 + [False] * 4
+    assert sum(r.p_sampled for r in rows) == pytest.approx(1.0, abs=1e-4)
+    assert rows[0].token_id == int(next_token_logits(tiny_model, "ROMEO:").argmax())
+    assert "model" in format_candidates(rows) and repr(rows[0].text) in format_candidates(rows)
+    long_prompt = "to be or not " * 40  # longer than the context: cropped, like generate does
+    assert next_token_logits(tiny_model, long_prompt).shape == (50257,)
+    with pytest.raises(ValueError, match="empty"): next_token_logits(tiny_model, "")
+
+
+def test_explore_sample_is_a_plain_function(tiny_model):
+    pieces = []
+    text, fig = explore_sample(tiny_model, "ROMEO:", temperature=0.9, top_k=20, top_p=0.95, max_new_tokens=12, seed=7,
+                               on_text=pieces.append)
+    assert isinstance(text, str) and text and isinstance(fig, Figure)
+    assert pieces[-1] == text and all(b.startswith(a) for a, b in zip(pieces, pieces[1:]))
+    again, _ = explore_sample(tiny_model, "ROMEO:", temperature=0.9, top_k=20, top_p=0.95, max_new_tokens=12, seed=7)
+    assert again == text  # same seed, same text
+    assert text == "".join(stream_text(tiny_model, "ROMEO:", 12, 0.9, 20, 0.95, 7))  # through the one sampling path
+    # slider conventions: top-k 0 and top-p 1 mean no cut
+    assert explore_sample(tiny_model, "ROMEO:", 0.9, 0, 1.0, 12, 7)[0] == "".join(stream_text(tiny_model, "ROMEO:", 12, 0.9, None, None, 7))
+    ax = fig.axes[0]
+    assert len(ax.get_yticklabels()) == 10 and "next token" in ax.get_title()
+
+
+@pytest.mark.parametrize("kwargs, message", [(dict(prompt=""), "empty"), (dict(temperature=-1), "temperature"),
+                                             (dict(top_p=0), "top_p"), (dict(max_new_tokens=-1), "max_new_tokens")])
+def test_explore_sample_bad_values(tiny_model, kwargs, message):
+    args = dict(prompt="ROMEO:", temperature=0.8, top_k=0, top_p=1.0, max_new_tokens=5, seed=0) | kwargs
+    with pytest.raises(ValueError, match=message): explore_sample(tiny_model, **args)
+
+
+def test_plots_render(tiny_model, tmp_path):
+    logits = next_token_logits(tiny_model, "ROMEO:")
+    figs = [plot_knobs(LOGITS, [dict(), dict(top_k=3), dict(top_p=0.8), dict(temperature=0.5)], labels=list("abcdefghij")),
+            plot_knobs(logits, [dict(temperature=0.7, top_p=0.9)]),
+            plot_cutoffs({"a": logits, "b": LOGITS}), plot_temperature({"a": logits}),
+            plot_next_token(tiny_model, "ROMEO:", 0.8, 5, 0.9),
+            plot_candidates(next_token_table(tiny_model, "ROMEO:"))]
+    for i, fig in enumerate(figs):
+        assert isinstance(fig, Figure)
+        fig.savefig(tmp_path/f"{i}.png", dpi=40)  # drawing runs layout and every artist: a broken plot fails here
+        assert (tmp_path/f"{i}.png").stat().st_size > 2_000
+    assert "other" in figs[1].axes[0].get_xticklabels()[-1].get_text()  # the tail of the vocabulary in one bar
+
+
+# ---- gpt-mini sample ----
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_model):
+    from gpt_mini.train import save_model
+    return save_model(tiny_model, tmp_path_factory.mktemp("runs")/"tiny")
+
+
+ARGS = ["--prompt", "ROMEO:", "--max-new-tokens", "15", "--temperature", "0.9", "--top-k", "30", "--top-p", "0.95"]
+
+
+def test_sample_cli_streams_the_same_text_for_the_same_seed(run_dir, tiny_model, capsys):
+    assert sample_cli(["--ckpt", str(run_dir), *ARGS, "--seed", "3"]) == 0
+    first = capsys.readouterr().out
+    assert sample_cli(["--ckpt", str(run_dir), *ARGS, "--seed", "3"]) == 0
+    assert capsys.readouterr().out == first
+    assert first == "ROMEO:" + "".join(stream_text(tiny_model, "ROMEO:", 15, 0.9, 30, 0.95, 3)) + "\n"
+    assert sample_cli(["--ckpt", str(run_dir), *ARGS, "--seed", "4"]) == 0
+    assert capsys.readouterr().out != first
+
+
+def test_gpt_mini_sample_dispatches_here(run_dir, capsys):
+    from gpt_mini.cli import main
+    assert main(["sample", "--ckpt", str(run_dir), *ARGS, "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    sample_cli(["--ckpt", str(run_dir), *ARGS, "--seed", "3"])
+    assert capsys.readouterr().out == out
+
+
+def test_sample_cli_help_is_complete(capsys):
+    with pytest.raises(SystemExit) as e: sample_cli(["--help"])
+    assert e.value.code == 0
+    help_text = capsys.readouterr().out
+    for option in ["--ckpt", "--prompt", "--max-new-tokens", "--temperature", "--top-k", "--top-p", "--seed", "--device"]:
+        assert option in help_text, option
+    assert "gpt-mini sample" in help_text and "example" in help_text
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--temperature", "-1"], "temperature must be"), (["--top-k", "0"], "top_k must be"),
+    (["--top-p", "1.5"], "top_p must be"), (["--top-p", "0"], "top_p must be"),
+    (["--max-new-tokens", "-3"], "max_new_tokens"), (["--max-new-tokens", "ten"], "invalid int value"),
+    (["--temperature", "hot"], "invalid float value"), (["--prompt", ""], "empty"),
+    (["--device", "cuda:7" if not torch.cuda.is_available() else "tpu"], "evice"),
+])
+def test_sample_cli_bad_values_exit_2_with_a_message(run_dir, capsys, bad, message):
+    with pytest.raises(SystemExit) as e: sample_cli(["--ckpt", str(run_dir), *bad])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "gpt-mini sample: error:" in err and "Traceback" not in err
+
+
+def test_sample_cli_missing_or_broken_run(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e: sample_cli(["--ckpt", str(tmp_path/"nowhere")])
+    assert e.value.code == 2 and "nowhere" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e: sample_cli([])  # --ckpt is required
+    assert e.value.code == 2 and "--ckpt" in capsys.readouterr().err
+
+
+def test_python_m_gpt_mini_sampling(run_dir):
+    ok = subprocess.run([sys.executable, "-m", "gpt_mini.sampling", "--ckpt", str(run_dir), *ARGS, "--seed", "3"],
+                        capture_output=True, text=True, cwd=ROOT)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("ROMEO:") and len(ok.stdout) > len("ROMEO:\n")
+    bad = subprocess.run([sys.executable, "-m", "gpt_mini.sampling", "--ckpt", str(run_dir), "--top-p", "2"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "top_p must be" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,0 +1,451 @@
+"Training: the loop learns, is reproducible and resumable, saves atomically, stops on nan, and its run folder loads."
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import gpt_mini.train as T
+from gpt_mini.model import GPT, GPTConfig
+from gpt_mini.train import (CheckpointError, TrainConfig, TrainingDiverged, atomic_write, build_parser, config_from_args,
+                            ensure_run, format_log_line, load_model, longest_common_substring, make_optimizer,
+                            pick_precision, run_lock, save_model, smooth, train, train_cli)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def quick(tmp_path, name="run", **changes) -> TrainConfig:
+    "A CI-sized run: the tiny model, a dozen steps of 4 × 16 tokens, no sample, no bar, no plot."
+    base = dict(out=str(tmp_path/name), steps=12, batch_size=4, seq_len=16, eval_every=0, eval_batches=1, log_every=0,
+                sample_tokens=0, progress=False, live_plot=False, target_loss=None, ckpt_every=0)
+    return TrainConfig.from_preset("tiny", **{**base, **changes})
+
+
+def weights_equal(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+# ---- learning ---------------------------------------------------------------------------------------------------------
+
+def test_loss_falls_well_below_its_start(tmp_path):
+    r = train(quick(tmp_path, steps=30, lr=3e-3, warmup=3, eval_every=10, sample_tokens=20))
+    losses = r.history["loss"]
+    assert abs(losses[0] - math.log(50257)) < 0.3
+    assert smooth(losses)[-1] < losses[0] - 2.0, losses
+    assert r.history["eval_val"][-1] < r.history["eval_val"][0] - 1.5
+    assert r.stop_reason == "steps" and r.steps_done == 30
+    files = {p.name for p in r.run_dir.iterdir()} | {"logs/" + p.name for p in (r.run_dir/"logs").iterdir()}
+    assert {"config.json", "model.safetensors", "model.pt", "meta.json", "sample_output.txt", "loss.png", "state.pt",
+            "logs/train.log"} <= files
+    meta = json.loads((r.run_dir/"meta.json").read_text())
+    assert meta["tokenizer"] == "tiktoken:gpt2" and meta["steps_done"] == 30 and meta["seed"] == 1337
+    assert meta["data"]["sha256"] and meta["versions"]["torch"] == torch.__version__
+    assert meta["best_train_loss"] == min(losses) and meta["final_val_loss"] == r.final_val_loss
+    assert (r.run_dir/"sample_output.txt").read_text().strip()
+
+
+def test_log_lines_have_the_recipe_format(tmp_path):
+    r = train(quick(tmp_path, steps=7, log_every=3))
+    lines = [l for l in (r.run_dir/"logs"/"train.log").read_text().splitlines() if l.startswith("step ")]
+    assert [l.split(" | ")[0] for l in lines] == ["step 0/7", "step 3/7", "step 6/7"]
+    lr_after_0 = T.lr_at(1, 3e-3, 5, 7, 3e-4)
+    assert lines[0].startswith(f"step 0/7 | loss {r.history['loss'][0]:.4f} | lr {lr_after_0:.6e} | grad_norm ")
+    assert format_log_line(50, 5000, 8.3372, T.lr_after_step(50)) == "step 50/5000 | loss 8.3372 | lr 3.120000e-05"
+
+
+def test_target_loss_stops_the_run(tmp_path):
+    r = train(quick(tmp_path, target_loss=9.5, steps=40, lr=3e-3))
+    assert r.stop_reason == "target" and r.steps_done < 40 and r.final_loss < 9.5
+    assert json.loads((r.run_dir/"meta.json").read_text())["stop_reason"] == "target"
+
+
+def test_time_budget_stops_resumably(tmp_path):
+    r = train(quick(tmp_path, steps=1000, max_seconds=0.5))
+    assert r.stop_reason == "time" and 1 <= r.steps_done < 1000
+    assert torch.load(r.run_dir/"state.pt", weights_only=True)["step"] == r.steps_done
+
+
+# ---- reproducibility and resuming -------------------------------------------------------------------------------------
+
+def test_same_seed_same_losses(tmp_path):
+    a = train(quick(tmp_path, "a", dropout=0.1))
+    b = train(quick(tmp_path, "b", dropout=0.1))
+    c = train(quick(tmp_path, "c", dropout=0.1, seed=7))
+    assert a.history["loss"] == b.history["loss"] and weights_equal(a.model, b.model)
+    assert a.history["loss"] != c.history["loss"]
+
+
+@pytest.mark.parametrize("mode", ["random", "sequential"])
+def test_resumed_equals_uninterrupted(tmp_path, mode):
+    # dropout and gradient accumulation make the RNG state and the data position matter
+    cfg = quick(tmp_path, "full", dropout=0.1, grad_accum=2, batch_mode=mode, eval_every=4, ckpt_every=3)
+    full = train(cfg)
+    paused = train(cfg, out=str(tmp_path/"resumed"), stop_at=5)
+    assert paused.stop_reason == "paused" and paused.steps_done == 5
+    resumed = train(cfg, out=str(tmp_path/"resumed"), resume=True)
+    assert resumed.history["loss"] == full.history["loss"]
+    evals = lambda h: dict(zip(h["eval_step"], h["eval_val"]))  # the paused run adds one evaluation, at step 5
+    assert all(evals(resumed.history)[s] == v for s, v in evals(full.history).items())
+    assert weights_equal(resumed.model, full.model)
+    log = (tmp_path/"resumed"/"logs"/"train.log").read_text()
+    assert "resumed at step 5" in log
+
+
+def test_resume_from_a_periodic_checkpoint_after_a_crash(tmp_path):
+    cfg = quick(tmp_path, "full", ckpt_every=4)
+    full = train(cfg)
+
+    def crash_at_step_6(run):
+        if run.step == 6: raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=str(tmp_path/"crashed"), callback=crash_at_step_6)
+    assert "interrupted at step 6" in (tmp_path/"crashed"/"logs"/"train.log").read_text()
+    assert torch.load(tmp_path/"crashed"/"state.pt", weights_only=True)["step"] == 4
+    resumed = train(cfg, out=str(tmp_path/"crashed"), resume=True)
+    assert resumed.history["loss"] == full.history["loss"] and weights_equal(resumed.model, full.model)
+
+
+def test_resume_refuses_another_model(tmp_path):
+    train(quick(tmp_path, stop_at=2))
+    with pytest.raises(CheckpointError, match=r"n_layer=2 in the checkpoint but 4 now"):
+        train(quick(tmp_path, model="small", resume=True))
+
+
+def test_resume_without_state_and_existing_run(tmp_path):
+    with pytest.raises(CheckpointError, match="Nothing to resume"):
+        train(quick(tmp_path, resume=True))
+    train(quick(tmp_path, steps=2))
+    with pytest.raises(CheckpointError, match="already holds a run.*--resume.*--overwrite"):
+        train(quick(tmp_path, steps=2))
+    train(quick(tmp_path, steps=2, overwrite=True))
+
+
+def test_a_locked_run_folder_is_refused(tmp_path):
+    import fcntl
+    out = tmp_path/"run"; out.mkdir()
+    with open(out/".lock", "w") as f:  # another "process" holds the folder
+        fcntl.flock(f, fcntl.LOCK_EX)
+        with pytest.raises(CheckpointError, match="in use by another training process"):
+            train(quick(tmp_path))
+    train(quick(tmp_path))
+
+
+# ---- divergence -----------------------------------------------------------------------------------------------------------
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    def poison(run):
+        if run.step == 7:
+            with torch.no_grad(): run.raw_model.transformer.h[0].ln_1.weight.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match=r"diverged at step 7: the loss is nan.*state.pt \(step 6\)"):
+        train(quick(tmp_path, ckpt_every=3), callback=poison)
+    state = torch.load(tmp_path/"run"/"state.pt", weights_only=True)
+    assert state["step"] == 6 and all(torch.isfinite(v).all() for v in state["model"].values())
+    assert "diverged at step 7" in (tmp_path/"run"/"logs"/"train.log").read_text()
+    resumed = train(quick(tmp_path, ckpt_every=3), resume=True)  # the last good checkpoint resumes
+    assert resumed.steps_done == 12 and all(map(math.isfinite, resumed.history["loss"]))
+
+
+def test_inf_loss_stops_too(tmp_path):
+    def blow_up(run):
+        if run.step == 2:
+            with torch.no_grad(): run.raw_model.lm_head.weight.fill_(float("inf"))
+    with pytest.raises(TrainingDiverged, match="No checkpoint was saved"):
+        train(quick(tmp_path), callback=blow_up)
+
+
+# ---- atomic saves -----------------------------------------------------------------------------------------------------------
+
+def test_failed_write_leaves_old_checkpoint(tmp_path, monkeypatch):
+    cfg = quick(tmp_path, ckpt_every=3)
+    real_save, calls = torch.save, []
+
+    def failing_save(obj, f, *a, **k):  # the second checkpoint dies half-way through writing
+        calls.append(1)
+        if len(calls) == 2:
+            f.write(b"PK\x03\x04" + b"\0" * 1000)
+            raise OSError("No space left on device")
+        return real_save(obj, f, *a, **k)
+    monkeypatch.setattr(T.torch, "save", failing_save)
+    with pytest.raises(OSError, match="No space left"):
+        train(cfg)
+    monkeypatch.setattr(T.torch, "save", real_save)
+    state = torch.load(tmp_path/"run"/"state.pt", weights_only=True)
+    assert state["step"] == 3
+    assert not list((tmp_path/"run").glob(".*.tmp"))  # the half-written temp file was removed
+    assert train(cfg, resume=True).steps_done == 12
+
+
+def test_atomic_write_survives_sigkill(tmp_path):
+    path = tmp_path/"state.pt"
+    atomic_write(path, lambda f: torch.save({"version": 0, "payload": torch.zeros(10)}, f))
+    child = textwrap.dedent(f"""
+        import io, sys, time, torch
+        from gpt_mini.train import atomic_write
+        def slow_write(f, version):
+            buf = io.BytesIO(); torch.save({{"version": version, "payload": torch.full((4_000_000,), float(version))}}, buf)
+            data = buf.getvalue()
+            for i in range(0, len(data), 1 << 20):
+                f.write(data[i:i + (1 << 20)]); f.flush()
+                if i >= len(data) // 2: print("half", flush=True); time.sleep(5)  # killed here, mid-write
+        for version in range(1, 100): atomic_write({str(path)!r}, lambda f: slow_write(f, version))
+    """)
+    p = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "half"
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=30)
+    finally:
+        if p.poll() is None: p.kill()
+    assert p.returncode == -signal.SIGKILL
+    state = torch.load(path, weights_only=True)
+    assert state["version"] == 0 and torch.equal(state["payload"], torch.zeros(10))
+    leftovers = list(tmp_path.glob(".*.tmp"))
+    assert leftovers  # the dead writer's temp file, never the real name
+    T.remove_stale_temps(tmp_path)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+# ---- the run folder ---------------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("tiny")).eval()
+    save_model(model, tmp_path/"m", meta={"note": "x"})
+    return model, tmp_path/"m"
+
+
+def test_checkpoint_round_trip(saved):
+    model, d = saved
+    back = load_model(d)
+    idx = torch.randint(0, 50257, (2, 10))
+    with torch.no_grad(): assert torch.equal(back(idx), model(idx))
+    assert weights_equal(back, model) and not back.training
+    assert back.lm_head.weight is back.transformer.wte.weight
+    assert json.loads((d/"config.json").read_text()) == model.config.to_dict()
+    assert json.loads((d/"meta.json").read_text()) == {"note": "x"}
+    from safetensors import safe_open
+    with safe_open(d/"model.safetensors", "pt") as f:  # the tied matrix is stored once
+        assert ("lm_head.weight" in f.keys()) != ("transformer.wte.weight" in f.keys())
+    pt = torch.load(d/"model.pt", weights_only=True)
+    assert set(pt) == set(model.state_dict())
+    os.remove(d/"model.safetensors")  # model.pt alone (the recipe's export) loads too
+    assert weights_equal(load_model(d), model)
+
+
+def test_load_accepts_prefixed_and_wrapped_state_dicts(saved):
+    model, d = saved
+    os.remove(d/"model.safetensors")
+    torch.save({"model": {"_orig_mod." + k: v for k, v in model.state_dict().items()}}, d/"model.pt")
+    assert weights_equal(load_model(d), model)
+
+
+def test_config_mismatch_names_fields(saved):
+    _, d = saved
+    cfg = json.loads((d/"config.json").read_text())
+    (d/"config.json").write_text(json.dumps({**cfg, "n_embd": 128, "n_layer": 3, "block_size": 32}))
+    with pytest.raises(CheckpointError) as e: load_model(d)
+    msg = str(e.value)
+    for fragment in ["n_embd=64 in the weights but 128 in config.json", "n_layer=2 in the weights but 3",
+                     "block_size=64 in the weights but 32", "model.safetensors"]:
+        assert fragment in msg, msg
+
+
+@pytest.mark.parametrize("content,fragment", [
+    ('{"n_layer": 2, "n_head": 2}', r"missing field\(s\): n_embd, block_size"),
+    ('{"n_layer": 2, "n_head": 2, "n_embd": 64, "block_size": 64, "flash": 1}', r"unknown field\(s\): flash"),
+    ('{"n_layer": 0, "n_head": 2, "n_embd": 64, "block_size": 64}', "n_layer=0"),
+    ('{"n_layer": 2, "n_he', "not valid JSON"),
+    ('[1, 2]', "JSON object"),
+])
+def test_bad_config_json(saved, content, fragment):
+    _, d = saved
+    (d/"config.json").write_text(content)
+    with pytest.raises(CheckpointError, match=fragment): load_model(d)
+
+
+def test_missing_files(saved, tmp_path):
+    _, d = saved
+    with pytest.raises(CheckpointError, match="does not exist"): load_model(tmp_path/"nowhere")
+    os.remove(d/"model.safetensors"); os.remove(d/"model.pt")
+    with pytest.raises(CheckpointError, match="no weights"): load_model(d)
+    os.remove(d/"config.json")
+    with pytest.raises(CheckpointError, match="no config.json"): load_model(d)
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "model.pt"])
+def test_truncated_or_corrupted_weights(saved, name):
+    _, d = saved
+    if name == "model.pt": os.remove(d/"model.safetensors")
+    data = (d/name).read_bytes()
+    (d/name).write_bytes(data[:len(data) // 2])
+    with pytest.raises(CheckpointError, match=f"{name}.*corrupted or truncated"): load_model(d)
+    (d/name).write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(CheckpointError, match="corrupted"): load_model(d)
+
+
+def test_weights_of_another_shape(saved, tmp_path):
+    _, d = saved
+    torch.manual_seed(0)
+    other = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=64))
+    save_model(other, tmp_path/"other")
+    os.replace(tmp_path/"other"/"model.safetensors", d/"model.safetensors")
+    with pytest.raises(CheckpointError, match="n_embd=32 in the weights but 64 in config.json"): load_model(d)
+
+
+def test_model_pt_is_read_weights_only(saved):
+    _, d = saved
+    os.remove(d/"model.safetensors")
+
+    class Evil:
+        def __reduce__(self): return (os.system, ("echo pwned",))
+    torch.save({"x": Evil()}, d/"model.pt")
+    with pytest.raises(CheckpointError, match="model.pt could not be read"): load_model(d)
+
+
+# ---- optimizer, precision -----------------------------------------------------------------------------------------------------
+
+def test_weight_decay_on_2d_only():
+    model = GPT(GPTConfig.from_preset("tiny"))
+    opt = make_optimizer(model, 1e-3, weight_decay=0.1)
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and all(p.dim() == 2 for p in decay["params"])
+    assert no_decay["weight_decay"] == 0.0 and all(p.dim() == 1 for p in no_decay["params"])
+    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == sum(p.numel() for p in model.parameters())
+
+
+def test_precision_choice():
+    assert pick_precision(torch.device("cpu")).name == "fp32"
+    assert not pick_precision(torch.device("cpu")).scaler.is_enabled()
+    with pytest.raises(ValueError, match="CUDA"): pick_precision(torch.device("cpu"), "fp16")
+
+
+# ---- memorization measure ---------------------------------------------------------------------------------------------------
+
+def _brute(a, b):
+    best = 0
+    for i in range(len(a)):
+        for j in range(len(b)):
+            k = 0
+            while i + k < len(a) and j + k < len(b) and a[i + k] == b[j + k]: k += 1
+            best = max(best, k)
+    return best
+
+
+def test_longest_common_substring_matches_brute_force():
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        a, b = rng.integers(0, 4, rng.integers(0, 25)), rng.integers(0, 4, rng.integers(0, 25))
+        n, i, j = longest_common_substring(a, b)
+        assert n == _brute(list(a), list(b))
+        assert list(a[i:i + n]) == list(b[j:j + n])
+    assert longest_common_substring("to be or not to be", "not to bed") == (9, 9, 0)
+    assert longest_common_substring(torch.tensor([5, 6, 7]), [1, 6, 7, 2]) == (2, 1, 1)
+
+
+def test_longest_common_substring_is_fast_on_the_corpus(corpus):
+    from gpt_mini.data import load_dataset
+    train_ids = load_dataset(corpus).train
+    sample = np.concatenate([np.arange(50_000, 50_100), train_ids[1000:1300], np.arange(50_000, 50_100)])
+    t0 = time.perf_counter()
+    n, i, j = longest_common_substring(sample, train_ids)
+    assert n >= 300 and i == 100 and (train_ids[j:j + n] == sample[i:i + n]).all()
+    assert time.perf_counter() - t0 < 5
+    text = corpus.read_text()
+    assert longest_common_substring(text[5000:5200], text)[0] == 200
+
+
+# ---- CLI ---------------------------------------------------------------------------------------------------------------------
+
+def test_help_is_complete(capsys):
+    with pytest.raises(SystemExit) as e: train_cli(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ["--preset", "--data", "--out", "--steps", "--batch-size", "--seq-len", "--lr", "--min-lr", "--warmup",
+                 "--target-loss", "--resume", "--overwrite", "--device", "--dtype", "--compile", "--seed", "--grad-accum",
+                 "--grad-clip", "--eval-every", "--log-every", "--ckpt-every", "--max-seconds", "--stop-at", "--model"]:
+        assert flag in out, flag
+    import re
+    assert re.search(r"seed:\s+5000", out)  # each flag shows every preset's value
+
+
+def test_seed_preset_is_the_recipe():
+    c = config_from_args(["--preset", "seed"])
+    assert c.model_config() == GPTConfig.from_preset("gpt2")
+    assert (c.batch_size, c.seq_len, c.steps, c.lr, c.warmup, c.min_lr, c.grad_clip, c.target_loss, c.batch_mode,
+            c.log_every) == (8, 256, 5000, 3e-4, 500, 0.0, 1.0, 0.099999, "sequential", 50)
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--steps", "ten"], "invalid int value: 'ten'"),
+    (["--batch-mode", "shuffled"], "invalid choice: 'shuffled'"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--seq-len", "4096"], "seq_len=4096 exceeds the context"),
+    (["--warmup", "900"], "warmup"),
+    (["--lr", "-1"], "lr"),
+    (["--preset", "huge"], "invalid choice: 'huge'"),
+    (["--target-loss", "low"], "expected a number or 'none'"),
+    (["--resume", "--overwrite"], "contradict"),
+])
+def test_bad_flags_get_clear_errors(argv, fragment, capsys):
+    with pytest.raises(SystemExit) as e: train_cli(argv)
+    assert e.value.code == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_cli_trains_and_reports(tmp_path, capsys):
+    out = tmp_path/"cli"
+    base = ["--preset", "tiny", "--seq-len", "16", "--batch-size", "2", "--sample-tokens", "5", "--out", str(out),
+            "--no-progress", "--log-every", "2"]
+    argv = base + ["--steps", "4"]
+    assert train_cli(argv) == 0
+    captured = capsys.readouterr().out
+    assert "step 0/4 | loss" in captured and f"{out}: 4 steps" in captured
+    assert load_model(out).config == GPTConfig.from_preset("tiny")
+    assert train_cli(argv) == 1 and "already holds a run" in capsys.readouterr().err
+    assert train_cli(base + ["--resume", "--steps", "6"]) == 0
+    assert torch.load(out/"state.pt", weights_only=True)["step"] == 6
+
+
+def test_python_dash_m(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "gpt_mini.train", "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "--target-loss" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "gpt_mini.train", "--data", str(tmp_path/"missing.txt"), "--out",
+                        str(tmp_path/"x"), "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "not found" in r.stderr
+
+
+def test_ensure_run(tmp_path):
+    run = ensure_run(tmp_path/"r", preset="tiny", steps=3, seq_len=16, sample_tokens=0, progress=False, live_plot=False)
+    assert load_model(run).config.n_layer == 2
+    mtime = (run/"model.safetensors").stat().st_mtime
+    assert ensure_run(run) == run and (run/"model.safetensors").stat().st_mtime == mtime  # not retrained
+
+
+# ---- DDP ---------------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in")
+def test_ddp_two_ranks_equal_grad_accum(tmp_path):
+    common = ["--preset", "tiny", "--steps", "10", "--seq-len", "16", "--batch-mode", "sequential", "--eval-every", "0",
+              "--sample-tokens", "0", "--target-loss", "none", "--no-progress", "--device", "cpu", "--log-every", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "-m", "gpt_mini.train", *common, "--batch-size", "2", "--out", str(tmp_path/"ddp")],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    single = train(config_from_args([*common, "--batch-size", "2", "--grad-accum", "2", "--out", str(tmp_path/"one")]))
+    ddp_state = torch.load(tmp_path/"ddp"/"state.pt", weights_only=True)
+    assert ddp_state["step"] == 10
+    np.testing.assert_allclose(ddp_state["history"]["loss"], single.history["loss"], rtol=0, atol=1e-5)
+    for k, v in single.model.state_dict().items():
+        torch.testing.assert_close(ddp_state["model"][k], v, rtol=0, atol=1e-5)
+    meta = json.loads((tmp_path/"ddp"/"meta.json").read_text())
+    assert meta["world_size"] == 2 and meta["tokens_seen"] == 10 * 2 * 16 * 2
