@@ -223,7 +223,7 @@ def build_demo(source: str | os.PathLike | GPT, device: str | None = None, title
         stop.click(lambda: f"{facts0}\n\n**Stopped** before the end.", None, facts, cancels=[event],
                    api_visibility="private")
     demo.queue(default_concurrency_limit=concurrency)
-    demo.gpt_model = model  # for scripts and tests that want the model behind a page
+    demo.gpt_model, demo.gpt_origin = model, origin  # for scripts and tests that want the model behind a page
     return demo
 
 # %% ../nbs/07_app.ipynb 26

@@ -46,4 +46,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpt-mini {argv[0]}: {e}.{extra}", file=sys.stderr); return 1
     return command(argv[1:]) or 0
 
-if __name__ == "__main__": sys.exit(main())
+# `python -m gpt_mini.cli` works too; the `__file__` check keeps this from firing when the notebook itself runs.
+if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())
