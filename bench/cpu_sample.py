@@ -1,6 +1,6 @@
 """CPU sampling: gpt_mini's `generate` against transformers' `GPT2LMHeadModel.generate`, same weights, same run.
 
-    python bench/cpu_sample.py            # GPT-2 124M, fp32, 2 threads (about 4-5 minutes on 2 cores)
+    python bench/cpu_sample.py            # GPT-2 124M, fp32, 2 threads (about 2 minutes on 2 quiet cores)
     python bench/cpu_sample.py --quick    # a tiny model, one round: checks that it runs
 
 What it measures, every case interleaved with the others round by round (see benchlib.py):
@@ -70,38 +70,52 @@ def hf_dynamic_int8(hf):
         warnings.simplefilter("ignore")
         return quantize_dynamic(hf, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8).eval()
 
-def ours_sampler(model, prompt, n_new, top_k):
-    def run(seed=[0]):
+def ours_sampler(model, prompt, n_new, top_k, clock="wall"):
+    seed = [0]
+    def run():
         seed[0] += 1
-        t = B.timed(lambda: sum(1 for _ in generate(model, prompt, n_new, temperature=1.0, top_k=top_k, seed=seed[0])))
+        t = B.timed(lambda: sum(1 for _ in generate(model, prompt, n_new, temperature=1.0, top_k=top_k, seed=seed[0])), clock)
         return n_new / t
     return run
 
-def hf_sampler(hf, prompt, n_new, top_k):
-    ids = torch.tensor([prompt])
-    mask = torch.ones_like(ids)
-    def run():
+def hf_sampler(hf, prompt, n_new, top_k, clock="wall"):
+    ids = torch.tensor([prompt]); mask = torch.ones_like(ids)
+    def go():
         with torch.inference_mode():
-            t = B.timed(lambda: hf.generate(ids, attention_mask=mask, max_new_tokens=n_new, min_new_tokens=n_new,
-                                            do_sample=True, top_k=top_k, top_p=None, temperature=1.0,
-                                            pad_token_id=0, use_cache=True))
-        return n_new / t
-    return run
+            hf.generate(ids, attention_mask=mask, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=True,
+                        top_k=top_k, top_p=None, temperature=1.0, pad_token_id=0, use_cache=True)
+    return lambda: n_new / B.timed(go, clock)
 
 def ours_ttft(model, prompt, top_k):
-    def run():
-        t = B.timed(lambda: next(iter(generate(model, prompt, 1, temperature=1.0, top_k=top_k, seed=0))))
-        return t * 1e3
-    return run
+    return lambda: 1e3 * B.timed(lambda: next(iter(generate(model, prompt, 1, temperature=1.0, top_k=top_k, seed=0))))
 
 def hf_ttft(hf, prompt, top_k):
     ids = torch.tensor([prompt]); mask = torch.ones_like(ids)
-    def run():
+    def go():
         with torch.inference_mode():
-            t = B.timed(lambda: hf.generate(ids, attention_mask=mask, max_new_tokens=1, do_sample=True, top_k=top_k,
-                                            top_p=None, temperature=1.0, pad_token_id=0))
-        return t * 1e3
-    return run
+            hf.generate(ids, attention_mask=mask, max_new_tokens=1, do_sample=True, top_k=top_k, top_p=None,
+                        temperature=1.0, pad_token_id=0)
+    return lambda: 1e3 * B.timed(go)
+
+def decode_rows(models: dict, prompt, n_new, top_k, rounds, clock, bandwidth: int | None, bytes_per: dict):
+    "Interleaved decoding speed of every (name → (kind, model)) with, optionally, the read bandwidth in the same rounds."
+    cases = {n: (ours_sampler if kind == "ours" else hf_sampler)(m, prompt, n_new, top_k, clock)
+             for n, (kind, m) in models.items()}
+    if bandwidth: cases["read bandwidth"] = lambda: B.read_bandwidth_gbs(bandwidth)
+    res = B.interleave(cases, rounds, warmup=1)
+    B.free_bandwidth_buffer()
+    bw = B.med(res.pop("read bandwidth")) if bandwidth else None
+    theirs = res["transformers fp32"]
+    rows = []
+    for name, xs in res.items():
+        row = {"sampler": name, "tokens/s (median)": B.med(xs), "range": B.spread(xs),
+               "× transformers fp32": B.paired_ratio(xs, theirs)}
+        if bw:
+            ceiling = bw * 1e9 / bytes_per[name]
+            row.update({"MB read/token": bytes_per[name] / 1e6, "ceiling tok/s": ceiling,
+                        "% of ceiling": 100 * B.med(xs) / ceiling})
+        rows.append(row)
+    return rows, bw
 
 @torch.inference_mode()
 def agreement(ref, other, ids: torch.Tensor, n_windows: int, window: int) -> dict:
@@ -128,13 +142,13 @@ def main(argv=None) -> dict:
     p.add_argument("--new-tokens", type=int, default=None)
     p.add_argument("--run", default=None, help="a trained run folder for the quality figure (default: nbs/runs/small)")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads or 2)
     quick = args.quick
-    rounds = args.rounds or (1 if quick else 5)
+    rounds = args.rounds or (1 if quick else 3)
     cfg = GPTConfig.from_preset("tiny" if quick else "gpt2")
     n_new, top_k = args.new_tokens or (5 if quick else 100), 50
+    what = "tiny model (quick)" if quick else "GPT-2 124M"
     info = B.machine_info()
-    B.log(f"cpu_sample: {'tiny' if quick else 'GPT-2 124M'}, {rounds} rounds, {info['torch_threads']} threads")
+    B.log(f"cpu_sample: {what}, {rounds} rounds, {args.threads} threads")
 
     torch.manual_seed(0)
     ours = GPT(cfg).eval()
@@ -143,43 +157,42 @@ def main(argv=None) -> dict:
     hf_q = hf_dynamic_int8(hf)
     prompt = list(range(1000, 1008))                    # 8 tokens
     long_prompt = [(1000 + 37 * i) % 50000 for i in range(min(200, cfg.block_size - 2))]
+    models = {"gpt_mini fp32": ("ours", ours), "transformers fp32": ("hf", hf)}
+    if ours_q is not None: models["gpt_mini int8"] = ("ours", ours_q)
+    models["transformers int8 (torch dynamic)"] = ("hf", hf_q)
+    fp32_bytes, int8_bytes = weight_bytes_per_token(ours), weight_bytes_per_token(ours_q if ours_q is not None else hf_q)
+    bytes_per = {n: int8_bytes if "int8" in n else fp32_bytes for n in models}
+    out = {"machine": info}
 
-    # ---- decoding speed, with the bandwidth measured in the same rounds
-    cases = {"gpt_mini fp32": ours_sampler(ours, prompt, n_new, top_k),
-             "transformers fp32": hf_sampler(hf, prompt, n_new, top_k)}
-    if ours_q is not None: cases["gpt_mini int8"] = ours_sampler(ours_q, prompt, n_new, top_k)
-    cases["transformers int8 (torch dynamic)"] = hf_sampler(hf_q, prompt, n_new, top_k)
-    cases["read bandwidth"] = lambda: B.read_bandwidth_gbs(16 * 2**20 if quick else 512 * 2**20)
-    res = B.interleave(cases, rounds, warmup=1)
-    B.free_bandwidth_buffer()
-    bw = B.med(res.pop("read bandwidth"))
-    theirs = res["transformers fp32"]
-    bytes_per = {"gpt_mini fp32": weight_bytes_per_token(ours), "transformers fp32": weight_bytes_per_token(ours),
-                 "gpt_mini int8": weight_bytes_per_token(ours_q) if ours_q is not None else float("nan"),
-                 "transformers int8 (torch dynamic)": weight_bytes_per_token(ours_q) if ours_q is not None else float("nan")}
-    rows = []
-    for name, xs in res.items():
-        ceiling = bw * 1e9 / bytes_per[name]
-        rows.append({"sampler": name, "tokens/s (median)": B.med(xs), "range": B.spread(xs),
-                     "× transformers fp32": B.paired_ratio(xs, theirs),
-                     "MB read/token": bytes_per[name] / 1e6, "ceiling tok/s": ceiling,
-                     "% of ceiling": 100 * B.med(xs) / ceiling})
-    out = {"machine": info, "read_bandwidth_gbs": bw, "decode": rows}
-    md = B.report(f"CPU sampling: {'tiny model' if quick else 'GPT-2 124M'}, {len(prompt)}-token prompt, {n_new} new "
-                  f"tokens, top-k {top_k}, {info['torch_threads']} threads, {rounds} interleaved rounds", rows,
-                  [f"read bandwidth measured in the same rounds: {bw:.1f} GB/s (median); ceiling = bandwidth / weight "
-                   f"bytes read per token (KV cache and activations not counted, so the true ceiling is a little lower)"])
+    # ---- decoding speed (headline: wall clock, 2 threads), with the bandwidth measured in the same rounds
+    with B.threads(args.threads):
+        bw_bytes = 16 * 2**20 if quick else 512 * 2**20
+        rows, bw = decode_rows(models, prompt, n_new, top_k, rounds, "wall", bw_bytes, bytes_per)
+    out.update(read_bandwidth_gbs=bw, decode=rows)
+    md = B.report(f"CPU sampling: {what}, {len(prompt)}-token prompt, {n_new} new tokens, top-k {top_k}, "
+                  f"{args.threads} threads, wall clock, {rounds} interleaved rounds", rows,
+                  [f"read bandwidth measured in the same rounds: {bw:.1f} GB/s (median, {args.threads} threads summing "
+                   f"a {bw_bytes >> 20} MB fp32 tensor); ceiling = bandwidth / weight bytes read per token (the KV cache and activations "
+                   f"are not counted, so the true ceiling is a little lower)",
+                   "tokens/s = new tokens / time of the whole call (prompt included)"])
+
+    # ---- the same, load-robust: 1 thread, CPU time
+    if not args.no_cpu_time:
+        n_cpu = max(2, n_new // 2)
+        with B.threads(1):
+            rows, _ = decode_rows(models, prompt, n_cpu, top_k, rounds, "cpu", None, bytes_per)
+        out["decode_cpu_time"] = rows
+        md += B.report(f"The same, load-robust: 1 thread, CPU time, {n_cpu} new tokens", rows)
 
     # ---- time to first token, 200-token prompt
-    cases = {"gpt_mini fp32": ours_ttft(ours, long_prompt, top_k), "transformers fp32": hf_ttft(hf, long_prompt, top_k)}
-    if ours_q is not None: cases["gpt_mini int8"] = ours_ttft(ours_q, long_prompt, top_k)
-    cases["transformers int8 (torch dynamic)"] = hf_ttft(hf_q, long_prompt, top_k)
-    res = B.interleave(cases, rounds, warmup=1)
+    with B.threads(args.threads):
+        cases = {n: (ours_ttft if kind == "ours" else hf_ttft)(m, long_prompt, top_k) for n, (kind, m) in models.items()}
+        res = B.interleave(cases, rounds, warmup=1)
     theirs = res["transformers fp32"]
     rows = [{"sampler": n, "time to first token ms (median)": B.med(xs), "range": B.spread(xs),
              "speed-up vs transformers fp32": B.paired_ratio(theirs, xs)} for n, xs in res.items()]
     out["ttft"] = rows
-    md += B.report(f"Time to first token: {len(long_prompt)}-token prompt", rows)
+    md += B.report(f"Time to first token: {len(long_prompt)}-token prompt, {args.threads} threads, wall clock", rows)
 
     # ---- int8 quality on held-out text
     rows = []
@@ -187,16 +200,18 @@ def main(argv=None) -> dict:
         from gpt_mini.data import load_dataset
         val = torch.as_tensor(load_dataset().val, dtype=torch.long)  # the last 10% of tiny Shakespeare
         n_win, win = (1, 32) if quick else (8, 256)
-        rows.append({"model": f"{'tiny' if quick else 'GPT-2 124M'} random init", **agreement(ours, ours_q, val, n_win, win)})
-        run_dir = Path(args.run) if args.run else find_trained_run()
+        rows.append({"model": f"{what}, random init", **agreement(ours, ours_q, val, n_win, win)})
+        run_dir = Path(args.run) if args.run else (None if quick else find_trained_run())
         if run_dir is not None:
             from gpt_mini.train import load_model
             trained = load_model(run_dir).eval()
-            rows.append({"model": f"trained run {run_dir.name} ({trained.config.n_layer}L/{trained.config.n_embd}d)",
+            c = trained.config
+            rows.append({"model": f"trained run {run_dir.name} ({c.n_layer} layers, {c.n_embd} dim)",
                          **agreement(trained, quantized(trained), val, n_win, win)})
-        notes = ["no trained run found (nbs/runs/small): random-init figures only, which say little about a real model"
-                 if run_dir is None else f"trained run: {run_dir}"]
-        notes.append("no pretrained GPT-2 weights are available offline here, so the 124M figure is on random weights")
+        notes = ["no pretrained GPT-2 weights are available offline here: the 124M figure is on random weights, "
+                 "where almost every logit is a near-tie, so it says little"]
+        notes.append("no trained run found (nbs/runs/small): random-init figures only" if run_dir is None
+                     else f"trained run: {run_dir} (tiny Shakespeare's first 90%; these windows are from the last 10%)")
         md += B.report("int8 vs fp32 on held-out text (last 10% of tiny Shakespeare)", rows, notes)
     else:
         md += B.report("int8 vs fp32", [], ["gpt_mini.model has no quantize_for_cpu yet: int8 not measured"])

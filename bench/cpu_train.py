@@ -1,15 +1,19 @@
-"""CPU training: gpt_mini against transformers' GPT2LMHeadModel, same weights, same batches, same optimizer, same run.
+"""CPU training: gpt_mini against transformers' GPT2LMHeadModel, same weights, same batches, same run.
 
-    python bench/cpu_train.py           # the 'small' config, batch 8 × 256, fp32, 2 threads (about 3 minutes)
+    python bench/cpu_train.py           # the 'small' config, batch 8 × 256, fp32 (about 2.5 minutes on 2 quiet cores)
     python bench/cpu_train.py --quick   # a tiny model, one round: checks that it runs
 
-One training step = forward with the loss, backward, gradient clipping to norm 1, AdamW step, zero the gradients.
-Each measurement times `--steps` steps; gpt_mini and transformers alternate round by round with a square fp32 matmul
-(the machine's own rate, the fair 100% for GFLOP/s on this CPU) measured in the same rounds.
+One training step = forward with the loss, backward, gradient clipping to norm 1, an AdamW step, zero the gradients.
+- gpt_mini: the library's own `gpt_mini.train.make_optimizer` and `train_step` (what `gpt-mini train` runs);
+- transformers: `model(input_ids=x, labels=x).loss` (transformers shifts the labels itself) with torch's fused AdamW,
+  the optimizer its `Trainer` picks by default on torch ≥ 2.8; and, as a second peer, the same with a plain
+  `torch.optim.AdamW(...)` as a hand-written loop would have it.
+Same learning rate, betas and weight decay everywhere. Each measurement times `--steps` steps.
 
 FLOPs per token: 6·N + 12·n_layer·T·C, with N the parameters that take part in matrix multiplies (the blocks'
 Linear weights and the output head; embeddings are lookups) and the second term the attention scores and weighted
-sums, counted in full as is customary (causal masking would halve it).
+sums, counted in full as is customary (causal masking would halve it). The fp32 matmul rate (a 1024² matmul) is
+measured in the same rounds and is the 100% of the "% of matmul rate" column.
 """
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ import torch  # noqa: E402
 
 from gpt_mini.model import GPT, GPTConfig  # noqa: E402
 
+LR, BETAS, WD = 6e-4, (0.9, 0.95), 0.1
+
 def matmul_params(cfg: GPTConfig) -> int:
     "Parameters that are multiplied (not looked up) per token: 12·C² per block (q,k,v, proj, MLP) and the head."
     return cfg.n_layer * 12 * cfg.n_embd ** 2 + cfg.vocab_size * cfg.n_embd
@@ -30,11 +36,7 @@ def matmul_params(cfg: GPTConfig) -> int:
 def train_flops_per_token(cfg: GPTConfig, seq_len: int) -> float:
     return 6 * matmul_params(cfg) + 12 * cfg.n_layer * seq_len * cfg.n_embd
 
-def make_optimizer(params, lr=6e-4):
-    "The same AdamW for both sides (decoupled weight decay 0.1 on everything: the speed does not depend on the groups)."
-    return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
-
-def batches(cfg, batch, seq, n, quick):
+def batches(cfg, batch, seq, n, quick=False):
     "`n` fixed (x, y) batches of real text (tiny Shakespeare's training split), or random ids when it is missing."
     g = torch.Generator().manual_seed(0)
     try:
@@ -49,69 +51,94 @@ def batches(cfg, batch, seq, n, quick):
         out.append((x, y))
     return out
 
-def ours_step(model, opt):
+def ours_step(model):
+    "gpt_mini's training step as the library runs it (falls back to a plain loop if gpt_mini.train is missing)."
+    try:
+        from gpt_mini.train import make_optimizer, train_step, pick_precision
+    except ImportError:  # pragma: no cover
+        opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, weight_decay=WD)
+        return plain_step(lambda x, y: model(x, y)[1], model, opt)
+    device = torch.device("cpu")
+    opt, precision = make_optimizer(model, LR, WD, BETAS, device), pick_precision(device)
+    return lambda x, y: train_step(model, opt, iter([(x, y)]), precision, grad_clip=1.0)
+
+def plain_step(loss_fn, model, opt):
     def step(x, y):
-        _, loss = model(x, y)
+        loss = loss_fn(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step(); opt.zero_grad(set_to_none=True)
-        return loss
     return step
 
-def hf_step(hf, opt):
-    def step(x, y):
-        # a transformers user passes labels = input ids and lets the model shift them by one
-        loss = hf(input_ids=x, labels=x).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
-        opt.step(); opt.zero_grad(set_to_none=True)
-        return loss
-    return step
+def hf_step(hf, fused: bool):
+    opt = torch.optim.AdamW(hf.parameters(), lr=LR, betas=BETAS, weight_decay=WD, **({"fused": True} if fused else {}))
+    # a transformers user passes labels = input ids and lets the model shift them by one
+    return plain_step(lambda x, y: hf(input_ids=x, labels=x).loss, hf, opt)
 
-def timer(step, data, n_steps, tokens_per_step):
+def timer(step, data, n_steps, tokens_per_step, clock):
     i = [0]
-    def run():
-        def go():
-            for _ in range(n_steps):
-                x, y = data[i[0] % len(data)]; i[0] += 1
-                step(x, y)
-        return n_steps * tokens_per_step / B.timed(go)
-    return run
+    def go():
+        for _ in range(n_steps):
+            x, y = data[i[0] % len(data)]; i[0] += 1
+            step(x, y)
+    return lambda: n_steps * tokens_per_step / B.timed(go, clock)
+
+def fused_adamw_on_cpu() -> bool:
+    try: torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], fused=True); return True
+    except (RuntimeError, TypeError, ValueError): return False
+
+def measure(cfg, data, batch, seq, rounds, n_steps, clock, mm_n):
+    torch.manual_seed(0)
+    ours = GPT(cfg).train()
+    cases = {"gpt_mini": timer(ours_step(ours), data, n_steps, batch * seq, clock)}
+    if fused_adamw_on_cpu():
+        cases["transformers, fused AdamW (Trainer default)"] = timer(hf_step(ours.to_hf().train(), True), data, n_steps, batch * seq, clock)
+    cases["transformers, plain AdamW"] = timer(hf_step(ours.to_hf().train(), False), data, n_steps, batch * seq, clock)
+    if mm_n: cases["fp32 matmul GFLOP/s"] = lambda: B.matmul_gflops(mm_n)
+    res = B.interleave(cases, rounds, warmup=1)
+    peak = B.med(res.pop("fp32 matmul GFLOP/s")) if mm_n else None
+    refs = [n for n in res if n.startswith("transformers")]  # the fused-AdamW peer first, then the plain loop
+    fpt = train_flops_per_token(cfg, seq)
+    rows = []
+    for n, xs in res.items():
+        row = {"trainer": n, "tokens/s (median)": B.med(xs), "range": B.spread(xs)}
+        for ref in refs: row["× " + ref.split(" (")[0]] = B.paired_ratio(xs, res[ref])
+        if peak: row.update({"GFLOP/s": B.med(xs) * fpt / 1e9, "% of matmul rate": 100 * B.med(xs) * fpt / 1e9 / peak})
+        rows.append(row)
+    return rows, peak
 
 def main(argv=None) -> dict:
     p = B.base_parser(__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=None, help="training steps per measurement (default 3, quick 1)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per measurement (default 2, quick 1)")
     p.add_argument("--batch", type=int, default=None); p.add_argument("--seq", type=int, default=None)
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads or 2)
     quick = args.quick
-    rounds, n_steps = args.rounds or (1 if quick else 5), args.steps or (1 if quick else 3)
+    rounds, n_steps = args.rounds or (1 if quick else 3), args.steps or (1 if quick else 2)
     cfg = GPTConfig.from_preset("tiny" if quick else "small")
     batch, seq = args.batch or (2 if quick else 8), args.seq or (32 if quick else 256)
+    what = "tiny config (quick)" if quick else "small config"
     info = B.machine_info()
-    B.log(f"cpu_train: {'tiny' if quick else 'small'} config, batch {batch} × {seq}, {rounds} rounds of {n_steps} steps")
-
-    torch.manual_seed(0)
-    ours = GPT(cfg).train()
-    hf = ours.to_hf().train()
+    B.log(f"cpu_train: {what}, batch {batch} × {seq}, {rounds} rounds of {n_steps} steps")
     data = batches(cfg, batch, seq, 8, quick)
     mm_n = 256 if quick else 1024
-    cases = {"gpt_mini": timer(ours_step(ours, make_optimizer(ours.parameters())), data, n_steps, batch * seq),
-             "transformers": timer(hf_step(hf, make_optimizer(hf.parameters())), data, n_steps, batch * seq),
-             "fp32 matmul GFLOP/s": lambda: B.matmul_gflops(mm_n)}
-    res = B.interleave(cases, rounds, warmup=1)
-    peak = B.med(res.pop("fp32 matmul GFLOP/s"))
     fpt = train_flops_per_token(cfg, seq)
-    theirs = res["transformers"]
-    rows = [{"trainer": n, "tokens/s (median)": B.med(xs), "range": B.spread(xs),
-             "× transformers": B.paired_ratio(xs, theirs), "GFLOP/s": B.med(xs) * fpt / 1e9,
-             "% of matmul rate": 100 * B.med(xs) * fpt / 1e9 / peak} for n, xs in res.items()]
-    md = B.report(f"CPU training: {'tiny' if quick else 'small'} config ({cfg.n_layer} layers, {cfg.n_head} heads, "
-                  f"{cfg.n_embd} dim, vocab {cfg.vocab_size}), batch {batch} × {seq}, fp32, AdamW + clipping, "
-                  f"{info['torch_threads']} threads, {rounds} interleaved rounds of {n_steps} steps", rows,
+
+    with B.threads(args.threads):
+        rows, peak = measure(cfg, data, batch, seq, rounds, n_steps, "wall", mm_n)
+    md = B.report(f"CPU training: {what} ({cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} dim, vocab "
+                  f"{cfg.vocab_size}), batch {batch} × {seq}, fp32, AdamW + clipping, {args.threads} threads, wall clock, "
+                  f"{rounds} interleaved rounds of {n_steps} steps", rows,
                   [f"{fpt / 1e6:.1f} MFLOP per token (6·N + 12·L·T·C, N = {matmul_params(cfg) / 1e6:.1f}M multiplied "
-                   f"parameters); fp32 matmul rate measured in the same rounds: {peak:.0f} GFLOP/s ({mm_n}² matmul)"])
-    return {"machine": info, "matmul_gflops": peak, "flops_per_token": fpt, "train": rows, "markdown": md}
+                   f"parameters); fp32 matmul rate measured in the same rounds: {peak:.0f} GFLOP/s ({mm_n}² matmul, "
+                   f"{args.threads} threads)"])
+    out = {"machine": info, "matmul_gflops": peak, "flops_per_token": fpt, "train": rows}
+    if not args.no_cpu_time:
+        with B.threads(1):
+            rows, _ = measure(cfg, data, batch, seq, rounds, n_steps, "cpu", None)
+        out["train_cpu_time"] = rows
+        md += B.report("The same, load-robust: 1 thread, CPU time", rows)
+    out["markdown"] = md
+    return out
 
 if __name__ == "__main__":
     main()

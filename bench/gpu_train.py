@@ -91,10 +91,9 @@ def recipe(device, quick) -> dict:
         t0 = time.perf_counter()
         r = train(cfg)
         wall = time.perf_counter() - t0
-    hist = getattr(r, "history", None) or {}
-    losses = hist.get("loss") if isinstance(hist, dict) else None
-    return {"stop reason": getattr(r, "stop_reason", "?"), "steps": getattr(r, "step", getattr(r, "steps", "?")),
-            "last train loss": (losses[-1] if losses else getattr(r, "loss", float("nan"))), "wall s (incl. setup)": wall}
+    return {"stop reason": r.stop_reason, "steps": r.steps_done, "final train loss": r.final_loss,
+            "training s": r.elapsed, "wall s (incl. setup)": wall,
+            "tokens/s": r.steps_done * cfg.tokens_per_step / r.elapsed if r.elapsed else float("nan")}
 
 def main(argv=None) -> dict:
     p = B.base_parser(__doc__.splitlines()[0])

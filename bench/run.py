@@ -1,6 +1,6 @@
 """Run every benchmark and print one report (markdown tables with the machine described).
 
-    python bench/run.py                    # everything this machine can measure (CPU: about 8-10 minutes)
+    python bench/run.py                    # everything this machine can measure (CPU: about 5 minutes on 2 quiet cores)
     python bench/run.py --quick            # tiny sizes, one round: checks that every script runs (no figures)
     python bench/run.py --only cpu_sample  # one of: cpu_sample, cpu_train, gpu_train
     python bench/run.py --out report.md    # also write the report to a file (e.g. to paste into bench/RESULTS.md)
@@ -26,6 +26,7 @@ def main(argv=None) -> str:
     p.add_argument("--quick", action="store_true", help="tiny sizes and one round (a smoke test, not figures)")
     p.add_argument("--only", choices=SCRIPTS, action="append", help="run only these (repeatable)")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds per comparison")
+    p.add_argument("--no-cpu-time", action="store_true", help="skip the load-robust 1-thread CPU-time tables")
     p.add_argument("--recipe", action="store_true", help="gpu_train: also the seed recipe end to end (GPU only)")
     p.add_argument("--out", default=None, help="write the markdown report here too")
     args = p.parse_args(argv)
@@ -37,6 +38,7 @@ def main(argv=None) -> str:
     parts, t_all = [head], time.perf_counter()
     for name in args.only or SCRIPTS:
         sub = (["--quick"] if args.quick else []) + (["--rounds", str(args.rounds)] if args.rounds else [])
+        if args.no_cpu_time and name != "gpu_train": sub.append("--no-cpu-time")
         if name == "gpu_train" and args.recipe: sub.append("--recipe")
         t0 = time.perf_counter()
         out = importlib.import_module(name).main(sub)

@@ -18,8 +18,8 @@ from .attention import KVCache
 from .block import Block, LayerNorm
 
 # %% auto 0
-__all__ = ['PRESETS', 'GPTConfig', 'GPT', 'num_params', 'count_params', 'PretrainedError', 'top_k_filter', 'top_p_filter',
-           'sample_next', 'generate', 'stream_text', 'attention_maps']
+__all__ = ['PRESETS', 'GPTConfig', 'cross_entropy', 'GPT', 'num_params', 'count_params', 'PretrainedError', 'top_k_filter',
+           'top_p_filter', 'sample_next', 'generate', 'stream_text', 'quantize_for_cpu', 'attention_maps']
 
 # %% ../nbs/03_model.ipynb 7
 @dataclass
@@ -75,6 +75,47 @@ PRESETS = {
 }
 
 # %% ../nbs/03_model.ipynb 11
+class _CrossEntropyCPU(torch.autograd.Function):
+    "Mean cross-entropy of logits (N, V) against targets (N,), -1 ignored, a few rows at a time (see `cross_entropy`)."
+    @staticmethod
+    def rows(V: int) -> int: return max(1, (6 << 20) // V)  # blocks of ~6M logits (25 MB): few, and never a huge buffer
+
+    @staticmethod
+    def forward(ctx, logits, targets):
+        valid = targets != -1
+        safe = targets.masked_fill(~valid, 0)
+        dtype = torch.promote_types(logits.dtype, torch.float32)  # bf16 logits: work in float32
+        picked = torch.empty(logits.size(0), dtype=dtype, device=logits.device)  # log-probability of each target
+        R = _CrossEntropyCPU.rows(logits.size(1))
+        for s in range(0, logits.size(0), R):
+            picked[s:s + R] = F.log_softmax(logits[s:s + R].to(dtype), -1).gather(1, safe[s:s + R, None])[:, 0]
+        n = valid.sum()
+        ctx.save_for_backward(logits, targets, n)
+        return -(picked * valid).sum() / n  # no valid target: 0/0 = nan, as F.cross_entropy
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        logits, targets, n = ctx.saved_tensors
+        valid = targets != -1
+        w = ((grad_loss / n) * valid)[:, None]    # each row's share of the mean (0 for ignored rows)
+        grad = torch.empty_like(logits)
+        R = _CrossEntropyCPU.rows(logits.size(1))
+        for s in range(0, logits.size(0), R):      # softmax × share, written straight into the gradient
+            torch.mul(torch.softmax(logits[s:s + R], -1, dtype=w.dtype), w[s:s + R], out=grad[s:s + R])
+        rows = valid.nonzero()[:, 0]
+        grad[rows, targets[rows]] -= w[rows, 0].to(grad.dtype)  # minus one at each target
+        return grad, None
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of `logits` (N, vocab) against `targets` (N,); a target of -1 is ignored.
+
+    The number `F.cross_entropy(logits, targets, ignore_index=-1)` gives. On the CPU it is computed in blocks of rows
+    and without the full-size log-softmax copy and the full-size zero-filled gradient that `F.cross_entropy` allocates:
+    at GPT-2's vocabulary each of those is as large as the logits themselves (412 MB for a batch of 8 × 256)."""
+    if logits.device.type != "cpu": return F.cross_entropy(logits, targets, ignore_index=-1)
+    return _CrossEntropyCPU.apply(logits, targets)
+
+# %% ../nbs/03_model.ipynb 12
 class GPT(nn.Module):
     "GPT-2: token + position embeddings, `n_layer` pre-norm blocks, a final LayerNorm and a tied LM head."
     def __init__(self, config: GPTConfig):
@@ -100,7 +141,7 @@ class GPT(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None: nn.init.zeros_(module.bias)
 
     @property
-    def device(self) -> torch.device: return self.lm_head.weight.device
+    def device(self) -> torch.device: return self.transformer.wte.weight.device  # (a quantized head has no weight tensor)
 
     def hidden(self, idx: torch.Tensor, caches: list[KVCache] | None = None, need_weights: bool = False):
         "Token ids (B, T) → final hidden states (B, T, C) after `ln_f` (and, with `need_weights`, each layer's attention)."
@@ -124,10 +165,10 @@ class GPT(nn.Module):
         "idx (B, T) → logits (B, T, vocab); with targets (B, T) → (logits, mean cross-entropy loss). Targets of -1 are ignored."
         logits = self.lm_head(self.hidden(idx))
         if targets is None: return logits
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        loss = cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
 
-# %% ../nbs/03_model.ipynb 12
+# %% ../nbs/03_model.ipynb 13
 def num_params(model: nn.Module) -> int:
     "Number of parameters, counting shared (tied) ones once."
     return sum(p.numel() for p in model.parameters())  # .parameters() yields a shared tensor only once
@@ -141,7 +182,7 @@ def count_params(config: GPTConfig) -> int:
             + (C * 4 * C + 4 * C * per_bias) + (4 * C * C + C * per_bias)
     return c.vocab_size * C + c.block_size * C + c.n_layer * block + ln
 
-# %% ../nbs/03_model.ipynb 23
+# %% ../nbs/03_model.ipynb 27
 _CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 class PretrainedError(OSError):
@@ -198,7 +239,7 @@ GPT.from_hf = classmethod(_from_hf)
 GPT.to_hf = _to_hf
 GPT.from_pretrained = classmethod(_from_pretrained)
 
-# %% ../nbs/03_model.ipynb 30
+# %% ../nbs/03_model.ipynb 34
 def _check_sampling(temperature, top_k, top_p):
     if temperature is None or temperature < 0: raise ValueError(f"temperature must be ≥ 0 (0 = greedy), got {temperature}")
     if top_k is not None and top_k < 1: raise ValueError(f"top_k must be ≥ 1 (or None for no limit), got {top_k}")
@@ -257,7 +298,7 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     if nucleus: probs = probs.masked_fill(probs.cumsum(-1) - probs >= top_p, 0.0)  # as top_p_filter, in sorted order
     return ids.gather(-1, _draw(probs, generator)[..., None])[..., 0]
 
-# %% ../nbs/03_model.ipynb 34
+# %% ../nbs/03_model.ipynb 38
 def _as_prompt_ids(idx) -> torch.Tensor:
     ids = torch.as_tensor(idx, dtype=torch.long)
     if ids.ndim == 2:
@@ -297,7 +338,7 @@ def _generate(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, us
             # a web server resumes this generator on) must not find it switched off
             with torch.inference_mode():
                 h = model.hidden(new[None], caches) if use_cache else model.hidden(torch.tensor(window, device=device)[None])
-                token = sample_next(model.lm_head(h[0, -1]), temperature, top_k, top_p, generator)  # head: last position only
+                token = sample_next(model.lm_head(h[:, -1]), temperature, top_k, top_p, generator)[0]  # head: last position only
                 token_id = int(token)
                 if len(window) == block_size:  # full: slide to the last `keep` tokens and re-read them from scratch
                     window = window[len(window) - keep + 1:] + [token_id]
@@ -311,7 +352,7 @@ def _generate(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, us
     finally:
         model.train(was_training)
 
-# %% ../nbs/03_model.ipynb 41
+# %% ../nbs/03_model.ipynb 45
 def stream_text(model: GPT, prompt: str, max_new_tokens: int = 200, temperature: float = 1.0,
                 top_k: int | None = None, top_p: float | None = None, seed: int | None = None):
     "Continue `prompt`, yielding text pieces as tokens arrive; a multi-byte UTF-8 character is never split."
@@ -331,7 +372,24 @@ def _stream_pieces(tokens, enc):
     tail = decoder.decode(b"", final=True)
     if tail: yield tail
 
-# %% ../nbs/03_model.ipynb 47
+# %% ../nbs/03_model.ipynb 51
+def quantize_for_cpu(model: GPT) -> GPT:
+    "An int8 copy of `model` for fast CPU inference: Linear weights in 8 bits (a scale per output row). `model` is untouched."
+    import copy, warnings
+    try: from torch.ao.quantization import quantize_dynamic, per_channel_dynamic_qconfig, default_dynamic_qconfig
+    except ImportError as e:
+        raise RuntimeError("This PyTorch build has no dynamic int8 quantization (torch.ao.quantization): "
+                           "sample with the float32 model instead") from e
+    if not torch.backends.quantized.supported_engines or torch.backends.quantized.engine == "none":
+        raise RuntimeError("This PyTorch build has no int8 CPU kernels (no quantized engine): use the float32 model")
+    cpu_copy = copy.deepcopy(model).cpu().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to the torchao package
+        try: return quantize_dynamic(cpu_copy, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+        except RuntimeError:  # an engine without per-row scales (some ARM builds): one scale per matrix
+            return quantize_dynamic(cpu_copy, {nn.Linear: default_dynamic_qconfig}, dtype=torch.qint8)
+
+# %% ../nbs/03_model.ipynb 58
 def attention_maps(model: GPT, prompt) -> torch.Tensor:
     "Attention weights of every layer and head for a prompt (text or token ids): a (n_layer, n_head, T, T) tensor."
     if isinstance(prompt, str):

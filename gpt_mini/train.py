@@ -14,7 +14,9 @@ import os
 import platform
 import random
 import re
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +32,8 @@ from .schedule import lr_at, lr_after_step, check_schedule
 
 # %% auto 0
 __all__ = ['DTYPES', 'TRAIN_PRESETS', 'pick_device', 'Precision', 'pick_precision', 'seed_everything', 'rng_state',
-           'set_rng_state', 'make_optimizer', 'set_lr', 'unwrap', 'train_step', 'atomic_write', 'atomic_write_text',
-           'remove_stale_temps', 'CheckpointError', 'save_model', 'read_config', 'read_weights', 'check_weights',
+           'set_rng_state', 'make_optimizer', 'set_lr', 'unwrap', 'train_step', 'CheckpointError', 'atomic_write',
+           'atomic_write_text', 'remove_stale_temps', 'save_model', 'read_config', 'read_weights', 'check_weights',
            'load_model', 'TrainConfig', 'format_log_line', 'smooth', 'loss_figure', 'display_attached', 'LivePlot',
            'TrainingDiverged', 'TrainResult', 'train', 'run_lock', 'dist_env', 'library_versions', 'RunState',
            'longest_common_substring', 'build_parser', 'config_from_args', 'train_cli', 'ensure_run']
@@ -74,7 +76,8 @@ def pick_precision(device: torch.device, dtype: str = "auto") -> Precision:
     if dtype not in DTYPES: raise ValueError(f"dtype must be auto, fp32, bf16 or fp16, got {dtype!r}")
     if dtype == "fp16" and device.type != "cuda":
         raise ValueError("fp16 training needs a CUDA GPU (it relies on a GradScaler); use fp32 or bf16 on this device.")
-    return Precision(dtype, device.type, torch.amp.GradScaler(device.type, enabled=dtype == "fp16"))
+    scaler = torch.amp.GradScaler("cuda" if device.type == "cuda" else "cpu", enabled=dtype == "fp16")
+    return Precision(dtype, device.type, scaler)
 
 # %% ../nbs/05_train.ipynb 11
 def seed_everything(seed: int):
@@ -99,12 +102,15 @@ def set_rng_state(state: dict):
 # %% ../nbs/05_train.ipynb 14
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.1, betas=(0.9, 0.95),
                    device: torch.device | None = None) -> torch.optim.AdamW:
-    "AdamW with weight decay on the 2-D weights only; the fused kernel on CUDA."
+    "AdamW with weight decay on the 2-D weights only; the fused kernel on CUDA (and on the CPU, where torch has it)."
     params = [p for p in model.parameters() if p.requires_grad]  # a tied weight appears once
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    fused = device is not None and torch.device(device).type == "cuda"
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), **({"fused": True} if fused else {}))
+    device = torch.device(device) if device is not None else params[0].device
+    if device.type in ("cuda", "cpu"):
+        try: return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=True)
+        except (RuntimeError, TypeError, ValueError): pass  # an older torch without the fused kernel for this device
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float):
     "Set the learning rate of every parameter group."
@@ -142,24 +148,35 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batches, prec
     return loss, norm.item()
 
 # %% ../nbs/05_train.ipynb 23
+class CheckpointError(RuntimeError):
+    "A run folder or checkpoint that cannot be written or loaded; the message says which file and what is wrong."
+
 def _fsync_dir(folder: Path):
     if os.name != "posix": return
     fd = os.open(folder, os.O_RDONLY)
     try: os.fsync(fd)  # make the rename itself durable
     finally: os.close(fd)
 
+def _os_error(e: BaseException | None) -> OSError | None:
+    "The OSError behind `e`, if any (torch.save reports a full disk as a RuntimeError of its zip writer)."
+    while e is not None and not isinstance(e, OSError): e = e.__cause__ or e.__context__
+    return e
+
 def atomic_write(path: str | os.PathLike, write: Callable) -> Path:
     "Write a file atomically: `write(f)` fills a temporary file in the same folder, which then replaces `path`."
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             write(f)
             f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError): tmp.unlink()
+        if (cause := _os_error(e)) is not None:  # disk full, read-only folder, no permission, ...
+            kept = f"the {path.name} that was there is untouched" if path.exists() else "nothing was replaced"
+            raise CheckpointError(f"Could not write {path} ({cause.strerror or cause}); {kept}.") from e
         raise
     _fsync_dir(path.parent)
     return path
@@ -173,9 +190,6 @@ def remove_stale_temps(folder: str | os.PathLike):
     for p in Path(folder).glob(".*.tmp"): p.unlink(missing_ok=True)
 
 # %% ../nbs/05_train.ipynb 27
-class CheckpointError(RuntimeError):
-    "A run folder or checkpoint that cannot be loaded; the message says which file and what is wrong with it."
-
 def _shared_groups(state: dict) -> dict[str, str]:
     "alias name → first name, for state-dict entries that are the very same tensor (tied weights)."
     first, alias = {}, {}
@@ -246,7 +260,7 @@ def read_weights(run_dir: str | os.PathLike) -> tuple[dict, Path]:
         try: state = torch.load(pt, map_location="cpu", weights_only=True)
         except Exception as e:
             raise CheckpointError(f"{pt} could not be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): "
-                                  f"the file is corrupted, truncated, or not a plain state dict.") from None
+                                  f"the file is corrupted or truncated (or not a plain state dict).") from None
         if isinstance(state, dict) and isinstance(state.get("model"), dict): state = state["model"]  # a full checkpoint
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise CheckpointError(f"{pt} does not hold a state dict (a mapping of names to tensors).")
@@ -298,13 +312,13 @@ class TrainConfig:
     model: str = "small"              # model preset (GPTConfig.from_preset): tiny, small, gpt2, ...
     data: str | None = None           # training text; None: ./input.txt, $GPT_MINI_DATA or tiny Shakespeare
     out: str = "runs/small"           # the run folder
-    steps: int = 600                  # planned optimizer steps (the schedule spans them)
+    steps: int = 300                  # planned optimizer steps (the schedule spans them)
     batch_size: int = 8               # windows per micro-batch (per process under DDP)
-    seq_len: int = 128                # tokens per window (≤ the model's block_size)
+    seq_len: int = 64                 # tokens per window (≤ the model's block_size)
     grad_accum: int = 1               # micro-batches per optimizer step
     lr: float = 1e-3                  # peak learning rate
     min_lr: float = 1e-4              # the floor the cosine decays to
-    warmup: int = 50                  # linear warmup steps
+    warmup: int = 30                  # linear warmup steps
     weight_decay: float = 0.1         # AdamW decay of the 2-D weights
     beta1: float = 0.9
     beta2: float = 0.95
@@ -313,10 +327,10 @@ class TrainConfig:
     target_loss: float | None = 0.099999  # stop once a step's train loss is below this (None: never)
     batch_mode: str = "random"        # random or sequential windows
     val_frac: float = 0.1             # held-out fraction at the end of the text
-    eval_every: int = 100             # validation every N steps (0: only at the end)
+    eval_every: int = 50              # validation every N steps (0: only at the end)
     eval_batches: int = 10            # batches per validation estimate
     log_every: int = 10               # a log line every N steps
-    ckpt_every: int = 200             # save state.pt every N steps (0: only at the end)
+    ckpt_every: int = 100             # save state.pt every N steps (0: only at the end)
     seed: int = 1337
     device: str = "auto"              # auto, cpu, cuda, cuda:N, mps
     dtype: str = "auto"               # auto, fp32, bf16, fp16
@@ -414,7 +428,8 @@ def loss_figure(history: dict, title: str = "", figsize=(8, 3.6)):
     steps, losses = history.get("step", []), history.get("loss", [])
     if steps:
         ax.plot(steps, losses, color="tab:blue", alpha=0.25, lw=0.8, label="train loss (per step)")
-        ax.plot(steps, smooth(losses), color="tab:blue", lw=1.8, label="train loss (smoothed)")
+        alpha = float(np.clip(20 / len(losses), 0.02, 0.3))  # lag ≈ 1/alpha steps: short for short runs
+        ax.plot(steps, smooth(losses, alpha), color="tab:blue", lw=1.8, label="train loss (smoothed)")
     if history.get("eval_step"):
         ax.plot(history["eval_step"], history["eval_train"], "o-", color="tab:green", ms=4, label="train (eval batches)")
         if any(v is not None for v in history["eval_val"]):
@@ -436,7 +451,7 @@ def display_attached() -> bool:
 
 class LivePlot:
     "A loss figure that redraws in place in a notebook (one display handle), rate-limited to every `min_interval` s."
-    def __init__(self, min_interval: float = 2.0):
+    def __init__(self, min_interval: float = 5.0):
         self.handle, self.min_interval, self.last = None, min_interval, 0.0
         from IPython.display import display
         self.handle = display(loss_figure({}, "starting…"), display_id=True)
@@ -456,7 +471,7 @@ class TrainResult:
     run_dir: Path
     model: nn.Module
     steps_done: int
-    stop_reason: str          # steps, target, time, paused, callback
+    stop_reason: str          # steps, target, time, paused, callback, interrupted
     final_loss: float | None
     best_loss: float | None
     final_val_loss: float | None
@@ -494,13 +509,19 @@ def train(cfg: TrainConfig | None = None, data: TextData | None = None, callback
 @contextlib.contextmanager
 def run_lock(run_dir: str | os.PathLike, timeout: float | None = None, poll: float = 0.5):
     "An exclusive lock on a run folder (a `.lock` file, fcntl), waiting up to `timeout` s (None: forever)."
-    run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock_file = open(run_dir/".lock", "a")  # the first write of a run: fails early on a read-only or full disk
+    except OSError as e:
+        raise CheckpointError(f"Cannot write in {run_dir} ({e.strerror or e}): choose a writable folder (--out), or "
+                              f"fix its permissions.") from e
     key = str(run_dir.resolve())
     try: import fcntl
     except ImportError: fcntl = None  # Windows: no locking
     if fcntl is None or key in _HELD_LOCKS:  # already ours (ensure_run → train): re-entrant
-        yield; return
-    with open(run_dir/".lock", "w") as f:
+        lock_file.close(); yield; return
+    with lock_file as f:
         start = time.monotonic()
         while True:
             try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB); break
@@ -539,6 +560,7 @@ class RunState:
         self.history = {"step": [], "loss": [], "lr": [], "grad_norm": [], "tok_s": [],
                         "eval_step": [], "eval_train": [], "eval_val": []}
         self.last_ckpt_step, self.elapsed_before, self.stop_reason = None, 0.0, "steps"
+        self.stop_requested = None  # the name of a signal (SIGINT, SIGTERM) that asked the run to stop
         self._stack = contextlib.ExitStack()
         self.bar = self.plot = self.log_file = None
 
@@ -575,6 +597,19 @@ class RunState:
             self.model = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.t_start = time.perf_counter()
         if self.main: self._open_logs()
+        self._catch_stop_signals()
+
+    def _catch_stop_signals(self):
+        """The first Ctrl-C (SIGINT) or SIGTERM asks the loop to stop after the current step, save and export
+        (`stop_reason` "interrupted"); a second Ctrl-C stops at once, keeping the last checkpoint."""
+        if threading.current_thread() is not threading.main_thread(): return  # only the main thread may set handlers
+        def request_stop(signum, frame):
+            if self.stop_requested: raise KeyboardInterrupt  # asked twice: the user means now
+            self.stop_requested = signal.Signals(signum).name
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.getsignal(sig)
+            signal.signal(sig, request_stop)
+            self._stack.callback(signal.signal, sig, signal.SIG_DFL if previous is None else previous)
 
     def _init_distributed(self):
         import torch.distributed as dist
@@ -625,7 +660,12 @@ class RunState:
     def log(self, line: str, echo: bool = True):
         "Append a line to train.log; print it too when no live plot shows the progress."
         if not self.main: return
-        if self.log_file: self.log_file.write(line + "\n")
+        if self.log_file:
+            try: self.log_file.write(line + "\n")
+            except OSError as e:  # a full disk must not end the run here: the next checkpoint reports it
+                print(f"warning: could not write {self.out/'logs'/'train.log'} ({e.strerror or e}); logging to the "
+                      f"screen only.", file=sys.stderr)
+                self.log_file = None
         if echo and getattr(self, "show_lines", True):
             if self.bar is not None: self.bar.write(line)
             else: print(line, flush=True)
@@ -679,8 +719,9 @@ class RunState:
         elif cfg.stop_at is not None and self.step >= cfg.stop_at and self.step < cfg.steps: reason = "paused"
         elif cfg.max_seconds is not None and time.perf_counter() - self.t_start > cfg.max_seconds: reason = "time"
         elif callback is not None and self.main and callback(self): reason = "callback"
+        if reason is None and self.stop_requested: reason = "interrupted"
         if self.world_size > 1:  # everyone follows the main process (clocks and callbacks differ between processes)
-            codes = [None, "target", "paused", "time", "callback"]
+            codes = [None, "target", "paused", "time", "callback", "interrupted"]
             flag = torch.tensor([codes.index(reason)], device=self.device)
             torch.distributed.broadcast(flag, 0)
             reason = codes[int(flag)]
@@ -695,7 +736,11 @@ class RunState:
                  "scaler": self.precision.scaler.state_dict(), "rng": rng_state(), "batches": self.batches.state_dict(),
                  "model_config": self.raw_model.config.to_dict(), "train_config": self.cfg.to_dict(),
                  "history": self.history, "elapsed": self.elapsed, "data_sha256": self.data.sha256}
-        atomic_write(self.out/"state.pt", lambda f: torch.save(state, f))
+        try: atomic_write(self.out/"state.pt", lambda f: torch.save(state, f))
+        except CheckpointError as e:
+            then = (f"Resume from the checkpoint of step {self.last_ckpt_step} with --resume once {self.out} is "
+                    f"writable and has space." if self.last_ckpt_step is not None else "This run has no earlier checkpoint.")
+            raise CheckpointError(f"Saving the checkpoint of step {self.step} failed. {e} {then}") from e
         self.last_ckpt_step = self.step
 
     def _load_state(self):
@@ -742,14 +787,17 @@ class RunState:
         sample = ""
         if self.main:
             self.save_state()
-            if cfg.sample_tokens:
+            if cfg.sample_tokens and self.stop_reason != "interrupted":  # whoever pressed Ctrl-C wants out, not a sample
                 sample = cfg.sample_prompt + "".join(stream_text(self.raw_model, cfg.sample_prompt, cfg.sample_tokens,
                                                                  cfg.sample_temperature, cfg.sample_top_k, None, cfg.seed))
             meta = self._meta(sample)
             save_model(self.raw_model, self.out, meta)
-            atomic_write_text(self.out/"sample_output.txt", sample)
+            if sample: atomic_write_text(self.out/"sample_output.txt", sample)
             fig = loss_figure(h, self._title())
             atomic_write(self.out/"loss.png", lambda f: fig.savefig(f, format="png", dpi=110))
+            if self.stop_requested:
+                self.log(f"# {self.stop_requested} received: stopped after step {self.step}, saved state.pt and the model;"
+                         f" continue with --resume")
             self.log(f"# finished: {self.stop_reason} after {self.step} steps in {self.elapsed:.1f}s | final loss "
                      f"{losses[-1] if losses else float('nan'):.4f} | val {vals[-1] if vals else float('nan'):.4f}")
             if self.plot: self.plot.update(h, self._title(), force=True)
@@ -782,7 +830,7 @@ class RunState:
         self._stack.close()
         return False
 
-# %% ../nbs/05_train.ipynb 60
+# %% ../nbs/05_train.ipynb 63
 def _as_codes(seq) -> np.ndarray:
     if isinstance(seq, str): return np.frombuffer(seq.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
     if isinstance(seq, torch.Tensor): seq = seq.detach().cpu().numpy()
@@ -823,7 +871,7 @@ def longest_common_substring(a, b) -> tuple[int, int, int]:
         else: hi = mid - 1
     return best
 
-# %% ../nbs/05_train.ipynb 70
+# %% ../nbs/05_train.ipynb 74
 _FLAGS = [  # (flag, TrainConfig field, type, help)
     ("--model", "model", str, f"model size: {', '.join(PRESETS)}"),
     ("--data", "data", str, "training text file (default: ./input.txt, $GPT_MINI_DATA, else tiny Shakespeare, downloaded once)"),
@@ -884,11 +932,15 @@ def build_parser(prog: str = "gpt-mini train") -> argparse.ArgumentParser:
         values = ", ".join(f"{preset}: {TrainConfig.from_preset(preset).to_dict()[name]!r}" for preset in TRAIN_PRESETS)
         kw = {"choices": kind} if isinstance(kind, list) else \
              {"type": {"float_or_none": _float_or_none, "int_or_none": _int_or_none}.get(kind, kind)}
-        p.add_argument(flag, dest=name, default=None, help=f"{text} ({values})", **kw)
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model (default: off)")
-    p.add_argument("--resume", action="store_true", default=None, help="continue the run in --out from its state.pt")
-    p.add_argument("--overwrite", action="store_true", default=None, help="start afresh even if --out already holds a run")
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar (log lines only)")
+        p.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=f"{text} ({values})", **kw)
+    # flags left out are absent from the parsed namespace (SUPPRESS), so the preset's value stays, even for None values
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                   help="torch.compile the model (default: off)")
+    p.add_argument("--resume", action="store_true", default=argparse.SUPPRESS, help="continue the run in --out from its state.pt")
+    p.add_argument("--overwrite", action="store_true", default=argparse.SUPPRESS,
+                   help="start afresh even if --out already holds a run")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=argparse.SUPPRESS,
+                   help="no progress bar (log lines only)")
     return p
 
 def config_from_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> TrainConfig:
@@ -896,7 +948,7 @@ def config_from_args(argv: list[str] | None = None, parser: argparse.ArgumentPar
     parser = parser or build_parser()
     args = vars(parser.parse_args(argv))
     preset = args.pop("preset")
-    try: return TrainConfig.from_preset(preset, live_plot=False, **{k: v for k, v in args.items() if v is not None}).validate()
+    try: return TrainConfig.from_preset(preset, **{"live_plot": False, **args}).validate()
     except ValueError as e: parser.error(str(e))
 
 def train_cli(argv: list[str] | None = None) -> int:
@@ -905,8 +957,14 @@ def train_cli(argv: list[str] | None = None) -> int:
     try: result = train(cfg)
     except (DataError, CheckpointError, TrainingDiverged) as e:
         print(f"gpt-mini train: error: {e}", file=sys.stderr); return 1
-    except KeyboardInterrupt:
-        print("gpt-mini train: interrupted (continue later with --resume)", file=sys.stderr); return 130
+    except KeyboardInterrupt:  # a second Ctrl-C: the last periodic checkpoint (if any) is what is left
+        print(f"gpt-mini train: interrupted; continue from the last checkpoint in {cfg.out} with --resume",
+              file=sys.stderr); return 130
+    if result.stop_reason == "interrupted":
+        if dist_env()[0] == 0:
+            print(f"gpt-mini train: interrupted at step {result.steps_done}; {result.run_dir} holds its checkpoint and "
+                  f"model: continue with --resume", file=sys.stderr)
+        return 130
     if dist_env()[0] == 0:
         h = result.history
         val = f", validation {result.final_val_loss:.4f}" if result.final_val_loss is not None else ""
@@ -914,7 +972,7 @@ def train_cli(argv: list[str] | None = None) -> int:
               f"loss {h['loss'][0]:.4f} → {result.final_loss:.4f} (best {result.best_loss:.4f}){val}")
     return 0
 
-# %% ../nbs/05_train.ipynb 76
+# %% ../nbs/05_train.ipynb 80
 def ensure_run(run_dir: str | os.PathLike = "runs/small", preset: str = "small", max_seconds: float | None = 120,
                wait: float | None = 3600, **changes) -> Path:
     "`run_dir` if it holds a loadable model; else train `preset` (plus `changes`) into it within `max_seconds`."
@@ -927,7 +985,7 @@ def ensure_run(run_dir: str | os.PathLike = "runs/small", preset: str = "small",
         train(cfg)
     return run_dir
 
-# %% ../nbs/05_train.ipynb 81
+# %% ../nbs/05_train.ipynb 85
 def _running_as_script() -> bool:
     import builtins
     return not getattr(builtins, "__IPYTHON__", False)

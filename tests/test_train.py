@@ -1,6 +1,10 @@
 "Training: the loop learns, is reproducible and resumable, saves atomically, stops on nan, and its run folder loads."
+import errno
 import json
 import math
+import random
+import re
+import tempfile
 import os
 import signal
 import subprocess
@@ -24,8 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def quick(tmp_path, name="run", **changes) -> TrainConfig:
     "A CI-sized run: the tiny model, a dozen steps of 4 × 16 tokens, no sample, no bar, no plot."
-    base = dict(out=str(tmp_path/name), steps=12, batch_size=4, seq_len=16, eval_every=0, eval_batches=1, log_every=0,
-                sample_tokens=0, progress=False, live_plot=False, target_loss=None, ckpt_every=0)
+    base = dict(out=str(tmp_path/name), steps=12, warmup=2, batch_size=4, seq_len=16, eval_every=0, eval_batches=1, log_every=0,
+                sample_tokens=0, progress=False, live_plot=False, target_loss=None, ckpt_every=0, device="cpu")
     return TrainConfig.from_preset("tiny", **{**base, **changes})
 
 
@@ -56,7 +60,7 @@ def test_log_lines_have_the_recipe_format(tmp_path):
     r = train(quick(tmp_path, steps=7, log_every=3))
     lines = [l for l in (r.run_dir/"logs"/"train.log").read_text().splitlines() if l.startswith("step ")]
     assert [l.split(" | ")[0] for l in lines] == ["step 0/7", "step 3/7", "step 6/7"]
-    lr_after_0 = T.lr_at(1, 3e-3, 5, 7, 3e-4)
+    lr_after_0 = T.lr_at(1, 3e-3, 2, 7, 3e-4)
     assert lines[0].startswith(f"step 0/7 | loss {r.history['loss'][0]:.4f} | lr {lr_after_0:.6e} | grad_norm ")
     assert format_log_line(50, 5000, 8.3372, T.lr_after_step(50)) == "step 50/5000 | loss 8.3372 | lr 3.120000e-05"
 
@@ -167,20 +171,82 @@ def test_failed_write_leaves_old_checkpoint(tmp_path, monkeypatch):
     cfg = quick(tmp_path, ckpt_every=3)
     real_save, calls = torch.save, []
 
-    def failing_save(obj, f, *a, **k):  # the second checkpoint dies half-way through writing
+    def failing_save(obj, f, *a, **k):  # the second checkpoint dies half-way through writing: the disk is full
         calls.append(1)
         if len(calls) == 2:
             f.write(b"PK\x03\x04" + b"\0" * 1000)
-            raise OSError("No space left on device")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_save(obj, f, *a, **k)
     monkeypatch.setattr(T.torch, "save", failing_save)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(CheckpointError) as e:
         train(cfg)
+    msg = str(e.value)
+    assert "Saving the checkpoint of step 6 failed" in msg and "No space left on device" in msg
+    assert "state.pt that was there is untouched" in msg and "step 3 with --resume" in msg
     monkeypatch.setattr(T.torch, "save", real_save)
     state = torch.load(tmp_path/"run"/"state.pt", weights_only=True)
     assert state["step"] == 3
     assert not list((tmp_path/"run").glob(".*.tmp"))  # the half-written temp file was removed
     assert train(cfg, resume=True).steps_done == 12
+
+
+def test_cli_reports_a_full_disk(tmp_path, monkeypatch, capsys):
+    def no_space(obj, f, *a, **k): raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(T.torch, "save", no_space)
+    argv = ["--preset", "tiny", "--steps", "3", "--warmup", "1", "--seq-len", "16", "--eval-every", "0", "--sample-tokens", "0",
+            "--no-progress", "--device", "cpu", "--out", str(tmp_path/"run")]
+    assert train_cli(argv) == 1
+    err = capsys.readouterr().err
+    assert "gpt-mini train: error: Saving the checkpoint of step 3 failed" in err and "No space left on device" in err
+    assert "This run has no earlier checkpoint" in err and "Traceback" not in err
+
+
+def test_read_only_output_folder_is_refused_up_front(tmp_path, monkeypatch):
+    train(quick(tmp_path, stop_at=3, ckpt_every=3))  # a run that is worth keeping
+    before = (tmp_path/"run"/"state.pt").read_bytes()
+    real_open = open
+
+    def read_only_open(file, mode="r", *a, **k):  # what a read-only mount (or a folder we may not write in) does
+        if any(c in mode for c in "wax+") and Path(file).resolve().is_relative_to((tmp_path/"run").resolve()):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(file))
+        return real_open(file, mode, *a, **k)
+    monkeypatch.setattr(T, "open", read_only_open, raising=False)
+    with pytest.raises(CheckpointError, match=r"Cannot write in .*run \(Read-only file system\): choose a writable folder"):
+        train(quick(tmp_path, resume=True))
+    monkeypatch.undo()
+    assert (tmp_path/"run"/"state.pt").read_bytes() == before
+
+
+def _can_mount_tmpfs() -> bool:
+    if os.geteuid() != 0 or not sys.platform.startswith("linux"): return False
+    probe = Path(tempfile.mkdtemp())
+    try:
+        ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(probe)], capture_output=True).returncode == 0
+        if ok: subprocess.run(["umount", str(probe)], check=True)
+        return ok
+    except FileNotFoundError: return False
+    finally: probe.rmdir()
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs root and permission to mount a tmpfs")
+def test_a_real_full_disk_and_a_real_read_only_mount(tmp_path):
+    "The same faults without any mocking: a 64 MB tmpfs fills up, then is remounted read-only."
+    disk = tmp_path/"disk"; disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], check=True)
+    try:
+        # one state.pt of the tiny model (weights + two Adam moments) is ~40 MB: the second one cannot be written
+        # next to the first
+        cfg = quick(tmp_path, out=str(disk/"run"), ckpt_every=3)
+        with pytest.raises(CheckpointError, match=r"step 6 failed.*No space left on device.*step 3 with --resume"):
+            train(cfg)
+        assert torch.load(disk/"run"/"state.pt", weights_only=True)["step"] == 3
+        assert not list((disk/"run").glob(".*.tmp"))
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        with pytest.raises(CheckpointError, match=r"Cannot write in .*\(Read-only file system\)"):
+            train(cfg, resume=True)
+        assert torch.load(disk/"run"/"state.pt", weights_only=True)["step"] == 3
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
 
 
 def test_atomic_write_survives_sigkill(tmp_path):
@@ -211,6 +277,99 @@ def test_atomic_write_survives_sigkill(tmp_path):
     assert leftovers  # the dead writer's temp file, never the real name
     T.remove_stale_temps(tmp_path)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+# ---- Ctrl-C and SIGKILL, on real processes ---------------------------------------------------------------------------
+
+CLI_RUN = ["--preset", "tiny", "--steps", "24", "--warmup", "2", "--batch-size", "4", "--seq-len", "16", "--dropout", "0.1",
+           "--eval-every", "0", "--sample-tokens", "0", "--target-loss", "none", "--no-progress", "--device", "cpu"]
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # the same float sums in every process
+
+
+def start_training(out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "gpt_mini.train", *CLI_RUN, "--out", str(out), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ONE_THREAD)
+
+
+def losses_of(run_dir: Path) -> list[float]:
+    return torch.load(run_dir/"state.pt", weights_only=True)["history"]["loss"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> list[float]:
+    out = tmp_path_factory.mktemp("uninterrupted")/"run"
+    p = start_training(out)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-3000:]
+    return losses_of(out)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, uninterrupted):
+    out = tmp_path/"run"
+    p = start_training(out, "--log-every", "1", "--ckpt-every", "0")  # no periodic checkpoints: only Ctrl-C saves
+    try:
+        for line in p.stdout:
+            if line.startswith("step 6/"): break  # step 6 is done
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None: p.kill()
+    assert p.returncode == 130, err[-3000:]
+    assert "interrupted at step" in err and "continue with --resume" in err and "Traceback" not in err
+    state = torch.load(out/"state.pt", weights_only=True)
+    assert 6 <= state["step"] < 24
+    assert load_model(out) is not None  # the model of that step is exported too
+    assert "SIGINT received: stopped after step" in (out/"logs"/"train.log").read_text()
+    r = subprocess.run([sys.executable, "-m", "gpt_mini.train", *CLI_RUN, "--out", str(out), "--resume"],
+                       capture_output=True, text=True, env=ONE_THREAD, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert losses_of(out) == uninterrupted
+
+
+def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tmp_path):
+    def impatient(run):
+        if run.step == 5:
+            os.kill(os.getpid(), signal.SIGINT)  # the first asks politely...
+            os.kill(os.getpid(), signal.SIGINT)  # ...the second means now
+    with pytest.raises(KeyboardInterrupt):
+        train(quick(tmp_path, ckpt_every=4), callback=impatient)
+    assert torch.load(tmp_path/"run"/"state.pt", weights_only=True)["step"] == 4
+    assert "interrupted at step 5; resume from state.pt (step 4)" in (tmp_path/"run"/"logs"/"train.log").read_text()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_sigkill_at_random_moments_then_resume(tmp_path, uninterrupted):
+    """Kill -9 a run that saves state.pt after every step (a save takes longer than a step here, so many kills land
+    mid-save), at a random step plus a random delay; resume; again and again: the checkpoint always loads and the
+    run ends with exactly the losses of one that was never killed."""
+    out, rng, kills = tmp_path/"run", random.Random(0), []
+    for attempt in range(20):
+        resume = (out/"state.pt").exists()
+        p = start_training(out, "--ckpt-every", "1", "--log-every", "1", *(["--resume"] if resume else []))
+        try:
+            if attempt < 6:
+                kill_after = (torch.load(out/"state.pt", weights_only=True)["step"] if resume else 0) + rng.randint(1, 5)
+                for line in p.stdout:
+                    m = re.match(r"step (\d+)/", line)
+                    if m and int(m.group(1)) >= kill_after: break
+                if attempt % 2:  # at a random moment
+                    time.sleep(rng.uniform(0, 0.15))
+                else:  # surely while state.pt is being written
+                    deadline = time.monotonic() + 30
+                    while not list(out.glob(".state.pt.*.tmp")) and time.monotonic() < deadline: time.sleep(0.001)
+                p.send_signal(signal.SIGKILL)
+            _, err = p.communicate(timeout=300)
+        finally:
+            if p.poll() is None: p.kill()
+        if p.returncode == 0: break
+        assert p.returncode == -signal.SIGKILL, err[-3000:]
+        state = torch.load(out/"state.pt", weights_only=True) if (out/"state.pt").exists() else None  # always loads
+        kills.append((kill_after, state and state["step"], sorted(f.name for f in out.glob(".*.tmp"))))
+    assert p.returncode == 0, err[-3000:]
+    assert len(kills) >= 5, kills
+    assert any(temps for *_, temps in kills), kills  # at least one kill landed in the middle of a save
+    assert losses_of(out) == uninterrupted
+    assert not list(out.glob(".*.tmp"))  # the next run cleans up what a killed save left
 
 
 # ---- the run folder ---------------------------------------------------------------------------------------------------------
@@ -322,6 +481,13 @@ def test_weight_decay_on_2d_only():
     assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == sum(p.numel() for p in model.parameters())
 
 
+def test_bf16_autocast_on_cpu_trains(tmp_path):
+    r = train(quick(tmp_path, dtype="bf16", steps=8, lr=3e-3))
+    assert all(map(math.isfinite, r.history["loss"])) and r.history["loss"][-1] < r.history["loss"][0]
+    assert json.loads((r.run_dir/"meta.json").read_text())["precision"] == "bf16"
+    assert load_model(r.run_dir).lm_head.weight.dtype == torch.float32  # weights stay fp32 under autocast
+
+
 def test_precision_choice():
     assert pick_precision(torch.device("cpu")).name == "fp32"
     assert not pick_precision(torch.device("cpu")).scaler.is_enabled()
@@ -382,6 +548,10 @@ def test_seed_preset_is_the_recipe():
     assert c.model_config() == GPTConfig.from_preset("gpt2")
     assert (c.batch_size, c.seq_len, c.steps, c.lr, c.warmup, c.min_lr, c.grad_clip, c.target_loss, c.batch_mode,
             c.log_every) == (8, 256, 5000, 3e-4, 500, 0.0, 1.0, 0.099999, "sequential", 50)
+    c = config_from_args(["--preset", "seed", "--target-loss", "none", "--sample-top-k", "none", "--steps", "100",
+                          "--warmup", "10", "--no-compile", "--device", "cpu"])
+    assert (c.target_loss, c.sample_top_k, c.steps, c.warmup, c.compile, c.device, c.lr) == (None, None, 100, 10, False, "cpu", 3e-4)
+    assert config_from_args([]) == TrainConfig.from_preset("small", live_plot=False)
 
 
 @pytest.mark.parametrize("argv,fragment", [
@@ -403,7 +573,7 @@ def test_bad_flags_get_clear_errors(argv, fragment, capsys):
 
 def test_cli_trains_and_reports(tmp_path, capsys):
     out = tmp_path/"cli"
-    base = ["--preset", "tiny", "--seq-len", "16", "--batch-size", "2", "--sample-tokens", "5", "--out", str(out),
+    base = ["--preset", "tiny", "--warmup", "1", "--seq-len", "16", "--batch-size", "2", "--sample-tokens", "5", "--out", str(out),
             "--no-progress", "--log-every", "2"]
     argv = base + ["--steps", "4"]
     assert train_cli(argv) == 0
@@ -424,7 +594,7 @@ def test_python_dash_m(tmp_path):
 
 
 def test_ensure_run(tmp_path):
-    run = ensure_run(tmp_path/"r", preset="tiny", steps=3, seq_len=16, sample_tokens=0, progress=False, live_plot=False)
+    run = ensure_run(tmp_path/"r", preset="tiny", steps=3, warmup=1, seq_len=16, sample_tokens=0, progress=False, live_plot=False)
     assert load_model(run).config.n_layer == 2
     mtime = (run/"model.safetensors").stat().st_mtime
     assert ensure_run(run) == run and (run/"model.safetensors").stat().st_mtime == mtime  # not retrained
