@@ -29,7 +29,12 @@ def url():
     import torch
     torch.manual_seed(0)
     if SCREENSHOT_RUN: demo = build_demo(Path(SCREENSHOT_RUN), device="cpu")
-    else: demo = build_demo(GPT(GPTConfig.from_preset("tiny")), device="cpu", origin="a tiny untrained test model")
+    else:
+        model = GPT(GPTConfig.from_preset("tiny"))
+        # The tiny model writes ~500 tokens/s, so a long generation could end before a click on Stop reaches the
+        # server; 10 ms per step makes 1024 tokens take > 10 s, a window no slow CI machine can miss.
+        model.transformer.wte.register_forward_pre_hook(lambda module, args: time.sleep(0.01))
+        demo = build_demo(model, device="cpu", origin="a tiny untrained test model")
     yield launch(demo, port=free_port(), quiet=True)
     demo.close()
 
