@@ -89,7 +89,9 @@ def plot_knobs(logits, settings: list[dict], labels: list[str] | None = None, n:
     for ax in axes[len(settings):]: ax.set_visible(False)
     axes[0].set_ylim(0, min(1.0, top) * (1.25 if rest else 1.05))  # room for the tail bar's labels
     axes[0].set_yticks([t for t in axes[0].get_yticks() if t <= 1.0001])  # no probabilities above 1 on the axis
-    axes[0].set_ylabel("probability"); axes[0].legend(fontsize=8, loc="upper right")
+    axes[0].set_ylabel("probability")
+    # one legend for all panels, below them: inside a panel it would hide the bars' labels
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=9)
     if suptitle: fig.suptitle(suptitle)
     return fig
 
@@ -142,7 +144,8 @@ def plot_cutoffs(contexts: dict, ks=(1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000
                 title="top-k: a fixed number of tokens, a varying share of the mass")
     count_ax.set(yscale="log", xlabel="p", ylabel="tokens kept",
                  title="top-p: a fixed share of the mass, a varying number of tokens")
-    for ax in (mass_ax, count_ax): ax.grid(alpha=0.3, which="both"); ax.legend(fontsize=8)
+    for ax in (mass_ax, count_ax):
+        ax.grid(alpha=0.3, which="both"); ax.legend(fontsize=8); ax.title.set_fontsize(10)  # two titles fit side by side
     return fig
 
 # %% ../nbs/06_sampling.ipynb 30
@@ -185,7 +188,8 @@ def plot_candidates(rows: list[Candidate], title: str | None = None):
     ax.set_xlim(0, 1.3 * max([c.p_model for c in rows] + [c.p_sampled for c in rows] + [0.05]))  # room for the labels
     ax.set_xticks([t for t in ax.get_xticks() if t <= 1.0001])
     ax.set_xlabel("probability of being the next token")
-    ax.legend(fontsize=8, loc="lower right"); ax.grid(axis="x", alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=2, fontsize=8)  # below the axes: inside, it would hide a label
+    ax.grid(axis="x", alpha=0.3)
     if title: ax.set_title(title, fontsize=10)
     return fig
 
