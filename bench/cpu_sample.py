@@ -6,7 +6,8 @@
 What it measures, every case interleaved with the others round by round (see benchlib.py):
 
 - decoding speed: an 8-token prompt, 100 new tokens, top-k 50, temperature 1 (tokens/s over the whole call, prompt
-  included), for gpt_mini fp32, transformers fp32 (its KV cache on), gpt_mini int8 (`quantize_for_cpu`) and
+  included), for gpt_mini fp32, transformers fp32 (its KV cache on), gpt_mini fp32 with oneDNN-packed weights
+  (`pack_for_cpu`: the same float32 math, another kernel library), gpt_mini int8 (`quantize_for_cpu`) and
   transformers after torch's own dynamic int8 quantization (what a transformers user would reach for);
 - the memory-bandwidth ceiling: a batch-1 step must read every weight once, so tokens/s can never beat
   (read bandwidth) / (bytes of weights read per token); the bandwidth is measured in the same rounds;
@@ -52,6 +53,12 @@ def quantized(model):
     import gpt_mini.model as M
     q = getattr(M, "quantize_for_cpu", None)
     return q(model) if q is not None else None
+
+def packed(model):
+    "gpt_mini's float32 CPU path with oneDNN-packed Linear weights, if the library has it (None otherwise)."
+    import gpt_mini.model as M
+    pack = getattr(M, "pack_for_cpu", None)
+    return pack(model) if pack is not None and torch.backends.mkldnn.is_available() else None
 
 def hf_dynamic_int8(hf):
     "A transformers user's int8: torch's dynamic quantization of every nn.Linear (GPT-2's Conv1D layers are not Linear)."
@@ -158,6 +165,7 @@ def main(argv=None) -> dict:
     prompt = list(range(1000, 1008))                    # 8 tokens
     long_prompt = [(1000 + 37 * i) % 50000 for i in range(min(200, cfg.block_size - 2))]
     models = {"gpt_mini fp32": ("ours", ours), "transformers fp32": ("hf", hf)}
+    if (ours_packed := packed(ours)) is not None: models["gpt_mini fp32 packed (oneDNN)"] = ("ours", ours_packed)
     if ours_q is not None: models["gpt_mini int8"] = ("ours", ours_q)
     models["transformers int8 (torch dynamic)"] = ("hf", hf_q)
     fp32_bytes, int8_bytes = weight_bytes_per_token(ours), weight_bytes_per_token(ours_q if ours_q is not None else hf_q)

@@ -19,8 +19,8 @@ from .block import Block, LayerNorm
 
 # %% auto 0
 __all__ = ['PRESETS', 'GPTConfig', 'cross_entropy', 'GPT', 'num_params', 'count_params', 'PretrainedError', 'top_k_filter',
-           'top_p_filter', 'sample_next', 'generate', 'stream_text', 'quantize_for_cpu', 'attention_maps',
-           'explore_attention', 'attention_explorer']
+           'top_p_filter', 'sample_next', 'generate', 'stream_text', 'quantize_for_cpu', 'pack_for_cpu',
+           'attention_maps', 'explore_attention', 'attention_explorer']
 
 # %% ../nbs/03_model.ipynb 7
 @dataclass
@@ -391,6 +391,15 @@ def quantize_for_cpu(model: GPT) -> GPT:
             return quantize_dynamic(cpu_copy, {nn.Linear: default_dynamic_qconfig}, dtype=torch.qint8)
 
 # %% ../nbs/03_model.ipynb 58
+def pack_for_cpu(model: GPT) -> GPT:
+    "A float32 copy of `model` for CPU inference whose Linear layers run on oneDNN with pre-packed weights. `model` is untouched."
+    import copy
+    if not torch.backends.mkldnn.is_available():
+        raise RuntimeError("This PyTorch build has no oneDNN (mkldnn) CPU kernels: sample with the model as it is")
+    from torch.utils.mkldnn import to_mkldnn
+    return to_mkldnn(copy.deepcopy(model).cpu().float().eval())
+
+# %% ../nbs/03_model.ipynb 63
 def attention_maps(model: GPT, prompt) -> torch.Tensor:
     "Attention weights of every layer and head for a prompt (text or token ids): a (n_layer, n_head, T, T) tensor."
     if isinstance(prompt, str):
@@ -405,7 +414,7 @@ def attention_maps(model: GPT, prompt) -> torch.Tensor:
     finally: model.train(was_training)
     return torch.stack([w[0] for w in weights]).float().cpu()
 
-# %% ../nbs/03_model.ipynb 60
+# %% ../nbs/03_model.ipynb 65
 def explore_attention(model: GPT, prompt: str, layer: int = 0, head: int = 0):
     "Explorer logic: (figure of `layer`/`head`'s attention on `prompt`, with the tokens on both axes; a summary line)."
     from gpt_mini.attention import plot_attention

@@ -28,6 +28,7 @@ def test_cpu_sample_quick(bench, capsys):
     assert _has_table(printed, "gpt_mini fp32", "transformers fp32", "Time to first token", "% of ceiling")
     names = [r["sampler"] for r in out["decode"]]
     assert names[:2] == ["gpt_mini fp32", "transformers fp32"]
+    assert "gpt_mini fp32 packed (oneDNN)" in names or not torch.backends.mkldnn.is_available()
     assert all(r["tokens/s (median)"] > 0 for r in out["decode"])
     assert out["read_bandwidth_gbs"] > 0
     if "gpt_mini int8" in names:  # the library's int8 path: its quality figure is there too
@@ -72,6 +73,20 @@ def test_quantize_for_cpu_is_an_int8_copy():
     with torch.no_grad(): ref, got = model(x), q(x)
     assert (ref - got).abs().max() < 0.1 * ref.abs().max()
     assert list(generate(q, [1, 2, 3], 6, seed=0)) == list(generate(q, [1, 2, 3], 6, seed=0))
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
+def test_pack_for_cpu_is_the_same_float32_model():
+    from gpt_mini.model import GPT, GPTConfig, generate, pack_for_cpu
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("tiny")).eval()
+    packed = pack_for_cpu(model)
+    assert not any(isinstance(m, torch.nn.Linear) for m in packed.modules())  # every Linear runs on oneDNN...
+    assert isinstance(model.lm_head, torch.nn.Linear)                        # ...in the copy only
+    x = torch.randint(0, model.config.vocab_size, (2, 40), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(): torch.testing.assert_close(packed(x), model(x), atol=1e-4, rtol=0)
+    # greedy text is unchanged, past the context too (the window slides and is re-read)
+    assert list(generate(packed, [1, 2, 3], 80, temperature=0)) == list(generate(model, [1, 2, 3], 80, temperature=0))
+    assert list(generate(packed, [1, 2, 3], 6, seed=0)) == list(generate(packed, [1, 2, 3], 6, seed=0))
 
 def test_cpu_cross_entropy_matches_torch():
     import torch.nn.functional as F
