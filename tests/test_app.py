@@ -207,3 +207,27 @@ def test_exported_space_starts_and_answers(subprocess_servers, run_dir):
     assert any(r.startswith("gpt_mini[app] @ git+https://github.com/") for r in reqs)
     assert json.loads((space/"config.json").read_text()) == json.loads((run_dir/"config.json").read_text())
     assert wait_for_server(proc, url)
+
+
+def test_a_run_folder_on_a_cpu_is_served_on_the_fast_cpu_path(run_dir):
+    import torch
+    from gpt_mini.app import load_sampler_model, model_facts
+    from gpt_mini.model import generate
+    from gpt_mini.train import load_model
+    plain = load_model(run_dir)
+    packed, _ = load_sampler_model(run_dir, device="cpu")
+    assert "float32 on oneDNN" in model_facts(packed) or not torch.backends.mkldnn.is_available()
+    assert list(generate(packed, [1, 2, 3], 40, temperature=0)) == list(generate(plain, [1, 2, 3], 40, temperature=0))
+    int8, _ = load_sampler_model(run_dir, device="cpu", int8=True)
+    facts = model_facts(int8)
+    assert "int8 weights" in facts and f"{sum(p.numel() for p in plain.parameters()) / 1e6:.1f}M parameters" in facts
+    assert len(list(generate(int8, [1, 2, 3], 5, seed=0))) == 5
+    memory = GPT(GPTConfig.from_preset("tiny"))
+    assert load_sampler_model(memory)[0] is memory  # a model in memory is served as it is
+    assert "float32" == model_facts(memory).rsplit(", ", 1)[1].split(" ·")[0]
+
+
+def test_export_space_with_int8(run_dir, tmp_path):
+    out = export_space(run_dir, tmp_path/"space", int8=True)
+    assert "int8=True" in (out/"app.py").read_text()
+    assert "int8=False" in (export_space(run_dir, tmp_path/"plain")/"app.py").read_text()
