@@ -393,11 +393,15 @@ def quantize_for_cpu(model: GPT) -> GPT:
 # %% ../nbs/03_model.ipynb 58
 def pack_for_cpu(model: GPT) -> GPT:
     "A float32 copy of `model` for CPU inference whose Linear layers run on oneDNN with pre-packed weights. `model` is untouched."
-    import copy
+    import copy, warnings
     if not torch.backends.mkldnn.is_available():
         raise RuntimeError("This PyTorch build has no oneDNN (mkldnn) CPU kernels: sample with the model as it is")
-    from torch.utils.mkldnn import to_mkldnn
-    return to_mkldnn(copy.deepcopy(model).cpu().float().eval())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # its layers are TorchScript modules, which torch deprecates
+        try: from torch.utils.mkldnn import to_mkldnn
+        except ImportError as e:
+            raise RuntimeError("This PyTorch has no torch.utils.mkldnn.to_mkldnn: sample with the model as it is") from e
+        return to_mkldnn(copy.deepcopy(model).cpu().float().eval())
 
 # %% ../nbs/03_model.ipynb 63
 def attention_maps(model: GPT, prompt) -> torch.Tensor:
