@@ -241,11 +241,19 @@ def sample_cli(argv: list[str] | None = None) -> int:
                         help="same seed, same text (default: none, a fresh sample each time)")
     parser.add_argument("--device", default="auto",
                         help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: %(default)s)")
+    parser.add_argument("--int8", action="store_true",
+                        help="on a CPU, sample from int8 weights: several times faster, the likeliest next token "
+                             "~99%% the same as float32 (see `quantize_for_cpu`)")
     args = parser.parse_args(argv)
 
     from gpt_mini.train import CheckpointError, load_model, pick_device  # here: `--help` needs none of it
     try:
         model = load_model(args.ckpt, pick_device(args.device))
+        if args.int8:
+            if model.device.type != "cpu":
+                raise ValueError(f"--int8 is for CPUs, and the model is on {model.device}: add --device cpu, or drop --int8")
+            from gpt_mini.model import quantize_for_cpu
+            model = quantize_for_cpu(model)
         pieces = stream_text(model, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed)
     except (ValueError, CheckpointError, OSError) as e:  # bad knobs, devices or run folders: the message, no traceback
         parser.error(str(e))

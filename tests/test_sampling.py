@@ -160,6 +160,13 @@ def test_sample_cli_streams_the_same_text_for_the_same_seed(run_dir, tiny_model,
     assert capsys.readouterr().out != first
 
 
+def test_sample_cli_int8(run_dir, tiny_model, capsys):
+    from gpt_mini.model import quantize_for_cpu
+    assert sample_cli(["--ckpt", str(run_dir), *ARGS, "--seed", "3", "--int8", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert out == "ROMEO:" + "".join(stream_text(quantize_for_cpu(tiny_model), "ROMEO:", 15, 0.9, 30, 0.95, 3)) + "\n"
+
+
 def test_gpt_mini_sample_dispatches_here(run_dir, capsys):
     from gpt_mini.cli import main
     assert main(["sample", "--ckpt", str(run_dir), *ARGS, "--seed", "3"]) == 0
@@ -172,7 +179,8 @@ def test_sample_cli_help_is_complete(capsys):
     with pytest.raises(SystemExit) as e: sample_cli(["--help"])
     assert e.value.code == 0
     help_text = capsys.readouterr().out
-    for option in ["--ckpt", "--prompt", "--max-new-tokens", "--temperature", "--top-k", "--top-p", "--seed", "--device"]:
+    for option in ["--ckpt", "--prompt", "--max-new-tokens", "--temperature", "--top-k", "--top-p", "--seed", "--device",
+                   "--int8"]:
         assert option in help_text, option
     assert "gpt-mini sample" in help_text and "example" in help_text
 
