@@ -17,6 +17,7 @@ measured in the same rounds and is the 100% of the "% of matmul rate" column.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def batches(cfg, batch, seq, n, quick=False):
         out.append((x, y))
     return out
 
-def ours_step(model):
+def ours_step(model, dtype: str = "fp32"):
     "gpt_mini's training step as the library runs it (falls back to a plain loop if gpt_mini.train is missing)."
     try:
         from gpt_mini.train import make_optimizer, train_step, pick_precision
@@ -59,7 +60,7 @@ def ours_step(model):
         opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, weight_decay=WD)
         return plain_step(lambda x, y: model(x, y)[1], model, opt)
     device = torch.device("cpu")
-    opt, precision = make_optimizer(model, LR, WD, BETAS, device), pick_precision(device)
+    opt, precision = make_optimizer(model, LR, WD, BETAS, device), pick_precision(device, dtype)
     return lambda x, y: train_step(model, opt, iter([(x, y)]), precision, grad_clip=1.0)
 
 def plain_step(loss_fn, model, opt):
@@ -70,10 +71,19 @@ def plain_step(loss_fn, model, opt):
         opt.step(); opt.zero_grad(set_to_none=True)
     return step
 
-def hf_step(hf, fused: bool):
+def hf_step(hf, fused: bool, bf16: bool = False):
     opt = torch.optim.AdamW(hf.parameters(), lr=LR, betas=BETAS, weight_decay=WD, **({"fused": True} if fused else {}))
     # a transformers user passes labels = input ids and lets the model shift them by one
-    return plain_step(lambda x, y: hf(input_ids=x, labels=x).loss, hf, opt)
+    if not bf16: return plain_step(lambda x, y: hf(input_ids=x, labels=x).loss, hf, opt)
+    def loss(x, y):  # what the Trainer's bf16=True does on a CPU: autocast around the forward
+        with torch.autocast("cpu", dtype=torch.bfloat16): return hf(input_ids=x, labels=x).loss
+    return plain_step(loss, hf, opt)
+
+def native_bf16_cpu() -> bool:
+    "Does this CPU multiply bf16 in hardware (AVX-512 BF16 or AMX)? Elsewhere bf16 is emulated, and slower than fp32."
+    try: flags = Path("/proc/cpuinfo").read_text()
+    except OSError: return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 def timer(step, data, n_steps, tokens_per_step, clock):
     i = [0]
@@ -87,22 +97,30 @@ def fused_adamw_on_cpu() -> bool:
     try: torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], fused=True); return True
     except (RuntimeError, TypeError, ValueError): return False
 
-def measure(cfg, data, batch, seq, rounds, n_steps, clock, mm_n):
+def measure(cfg, data, batch, seq, rounds, n_steps, clock, mm_n, bf16=False):
     torch.manual_seed(0)
     ours = GPT(cfg).train()
     cases = {"gpt_mini": timer(ours_step(ours), data, n_steps, batch * seq, clock)}
     if fused_adamw_on_cpu():
         cases["transformers, fused AdamW (Trainer default)"] = timer(hf_step(ours.to_hf().train(), True), data, n_steps, batch * seq, clock)
     cases["transformers, plain AdamW"] = timer(hf_step(ours.to_hf().train(), False), data, n_steps, batch * seq, clock)
+    if bf16:  # the same comparison in bf16 autocast, each against its own kind
+        torch.manual_seed(0)
+        ours16 = GPT(cfg).train()
+        cases["gpt_mini, bf16 autocast"] = timer(ours_step(ours16, "bf16"), data, n_steps, batch * seq, clock)
+        cases["transformers, bf16 autocast, fused AdamW"] = timer(hf_step(ours16.to_hf().train(), fused_adamw_on_cpu(), True),
+                                                                data, n_steps, batch * seq, clock)
     if mm_n: cases["fp32 matmul GFLOP/s"] = lambda: B.matmul_gflops(mm_n)
     res = B.interleave(cases, rounds, warmup=1)
     peak = B.med(res.pop("fp32 matmul GFLOP/s")) if mm_n else None
-    refs = [n for n in res if n.startswith("transformers")]  # the fused-AdamW peer first, then the plain loop
+    refs = [n for n in res if n.startswith("transformers") and "bf16" not in n]  # fused-AdamW peer, then the plain loop
     fpt = train_flops_per_token(cfg, seq)
     rows = []
     for n, xs in res.items():
         row = {"trainer": n, "tokens/s (median)": B.med(xs), "range": B.spread(xs)}
         for ref in refs: row["× " + ref.split(" (")[0]] = B.paired_ratio(xs, res[ref])
+        if bf16: row["× transformers bf16"] = (B.paired_ratio(xs, res["transformers, bf16 autocast, fused AdamW"])
+                                             if "bf16" in n else "")
         if peak: row.update({"GFLOP/s": B.med(xs) * fpt / 1e9, "% of matmul rate": 100 * B.med(xs) * fpt / 1e9 / peak})
         rows.append(row)
     return rows, peak
@@ -111,7 +129,10 @@ def main(argv=None) -> dict:
     p = B.base_parser(__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=None, help="training steps per measurement (default 2, quick 1)")
     p.add_argument("--batch", type=int, default=None); p.add_argument("--seq", type=int, default=None)
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="also compare in bf16 autocast (default: when the CPU has native bf16)")
     args = p.parse_args(argv)
+    if args.bf16 is None: args.bf16 = native_bf16_cpu()
     quick = args.quick
     rounds, n_steps = args.rounds or (1 if quick else 3), args.steps or (1 if quick else 2)
     cfg = GPTConfig.from_preset("tiny" if quick else "small")
@@ -124,13 +145,15 @@ def main(argv=None) -> dict:
     fpt = train_flops_per_token(cfg, seq)
 
     with B.threads(args.threads):
-        rows, peak = measure(cfg, data, batch, seq, rounds, n_steps, "wall", mm_n)
+        rows, peak = measure(cfg, data, batch, seq, rounds, n_steps, "wall", mm_n, bf16=args.bf16)
     md = B.report(f"CPU training: {what} ({cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} dim, vocab "
-                  f"{cfg.vocab_size}), batch {batch} × {seq}, fp32, AdamW + clipping, {args.threads} threads, wall clock, "
+                  f"{cfg.vocab_size}), batch {batch} × {seq}, {'fp32 and bf16 autocast' if args.bf16 else 'fp32'}, AdamW + clipping, "
+                  f"{args.threads} threads, wall clock, "
                   f"{rounds} interleaved rounds of {n_steps} steps", rows,
                   [f"{fpt / 1e6:.1f} MFLOP per token (6·N + 12·L·T·C, N = {matmul_params(cfg) / 1e6:.1f}M multiplied "
                    f"parameters); fp32 matmul rate measured in the same rounds: {peak:.0f} GFLOP/s ({mm_n}² matmul, "
-                   f"{args.threads} threads)"])
+                   f"{args.threads} threads)"] + (["bf16 rows: the % is of the fp32 rate (this CPU multiplies bf16 faster), "
+                                                  "and × transformers bf16 compares each with its own kind"] if args.bf16 else []))
     out = {"machine": info, "matmul_gflops": peak, "flops_per_token": fpt, "train": rows}
     if not args.no_cpu_time:
         with B.threads(1):
