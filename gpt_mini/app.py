@@ -188,6 +188,9 @@ def sample_stream(model: GPT, prompt, max_new_tokens=200, temperature=0.8, top_k
         text += chunk
         yield text, f"{facts}\n\n**Generating…** seed {req.seed}{notes}"
     dt = time.perf_counter() - t0
+    if stop is not None and stop.is_set():  # the last word comes from the stream itself: nothing can overwrite it
+        yield text, f"{facts}\n\n**Stopped** after {dt:.2f} s, before the end · seed {req.seed}{notes}"
+        return
     # generate yields exactly max_new_tokens tokens; the pieces can be fewer (a character may span tokens)
     speed = req.max_new_tokens / dt if dt > 0 else float("inf")
     yield text, (f"{facts}\n\n**Last generation** {req.max_new_tokens} tokens in {dt:.2f} s · "
@@ -211,9 +214,19 @@ def build_demo(source: str | os.PathLike | GPT, device: str | None = None, title
         "A GPT trained from scratch with [gpt_mini](https://github.com/gpt-mini/gpt_mini). Type the start of a text; "
         "the model continues it one token at a time.")
 
-    def generate(prompt, max_new_tokens, temperature, top_k, top_p, seed):
-        try: yield from sample_stream(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, origin)
+    stops: dict[str, threading.Event] = {}  # each page's (session's) running request, for its Stop button
+
+    def generate(prompt, max_new_tokens, temperature, top_k, top_p, seed, request: gr.Request):
+        stop, page = threading.Event(), getattr(request, "session_hash", None)
+        if page: stops[page] = stop
+        try: yield from sample_stream(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, origin, stop)
         except SamplerInputError as e: raise gr.Error(str(e), print_exception=False) from None
+        finally:
+            if page and stops.get(page) is stop: del stops[page]
+
+    def request_stop(request: gr.Request):
+        stop = stops.get(getattr(request, "session_hash", None))
+        if stop is not None: stop.set()
 
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
         gr.Markdown(f"# {title}\n{description}")
@@ -238,10 +251,10 @@ def build_demo(source: str | os.PathLike | GPT, device: str | None = None, title
                 seed = gr.Number(-1, precision=0, label="Seed", info="the same seed gives the same text; -1 = random",
                                  elem_id="seed")
         inputs = [prompt, max_new, temperature, top_k, top_p, seed]
-        event = go.click(generate, inputs, [output, facts], api_name="generate", preprocess=False,
+        go.click(generate, inputs, [output, facts], api_name="generate", preprocess=False,
                          concurrency_limit=concurrency, show_progress="minimal", show_progress_on=output)
-        stop.click(lambda: f"{facts0}\n\n**Stopped** before the end.", None, facts, cancels=[event],
-                   api_visibility="private")
+        # outside the queue, so that a Stop never waits behind the generations it is meant to end
+        stop.click(request_stop, None, None, queue=False, api_visibility="private")
     demo.queue(default_concurrency_limit=concurrency)
     demo.gpt_model, demo.gpt_origin = model, origin  # for scripts and tests that want the model behind a page
     return demo
