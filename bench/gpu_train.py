@@ -4,8 +4,9 @@
     python bench/gpu_train.py --recipe    # also: the seed recipe end to end, time until train loss < 0.1
     python bench/gpu_train.py --quick     # without CUDA: the same code on the CPU with a tiny model (no figures)
 
-One step = bf16 autocast forward with the loss, backward, clip to norm 1, fused AdamW, zero the gradients, exactly as
-`gpt_mini.train.train_step` does it (that function is used for gpt_mini). Cases, interleaved round by round:
+One step = bf16 autocast forward with the loss, backward, clip to norm 1, fused AdamW, zero the gradients: the same
+step for both models (gpt_mini's optimizer is `gpt_mini.train.make_optimizer`'s, as in training; fp16 on GPUs without
+bf16 runs without a gradient scaler, which changes nothing for the timing). Cases, interleaved round by round:
 gpt_mini eager, gpt_mini `torch.compile`d, transformers eager (its SDPA attention), transformers compiled.
 
 MFU = tokens/s × FLOPs per token / the bf16 matmul rate *measured on the same GPU in the same run* (an 8192² matmul,
