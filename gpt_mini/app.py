@@ -62,11 +62,7 @@ def load_sampler_model(source: str | os.PathLike | GPT, device: str | None = Non
         if model.device.type == "cpu" and not int8:
             try: model = pack_for_cpu(model)
             except RuntimeError: pass  # a torch build without oneDNN: the plain float32 model is the same model
-    if int8:
-        if model.device.type != "cpu":
-            raise ValueError(f"int8 weights are for CPUs, and this model is on {model.device}: serve it with --device "
-                             f"cpu, or without --int8.")
-        model = quantize_for_cpu(model)
+    if int8: model = quantize_for_cpu(model)  # a ValueError on a GPU, which says what to do
     # Once, here: generation reads the mode but never flips it back and forth under concurrent requests.
     return model.eval(), origin
 

@@ -383,7 +383,10 @@ def quantize_for_cpu(model: GPT) -> GPT:
                            "sample with the float32 model instead") from e
     if not torch.backends.quantized.supported_engines or torch.backends.quantized.engine == "none":
         raise RuntimeError("This PyTorch build has no int8 CPU kernels (no quantized engine): use the float32 model")
-    cpu_copy = copy.deepcopy(model).cpu().eval()
+    if model.device.type != "cpu":  # an int8 copy would silently move the sampling off the device it was loaded on
+        raise ValueError(f"int8 weights are for CPUs, and this model is on {model.device}: load it on the CPU "
+                         f"(--device cpu, or model.cpu()), or sample it as it is (without --int8)")
+    cpu_copy = copy.deepcopy(model).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to the torchao package
         try: return quantize_dynamic(cpu_copy, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 
 from .data import decode, encode
-from .model import sample_next, stream_text, top_k_filter, top_p_filter
+from .model import quantize_for_cpu, sample_next, stream_text, top_k_filter, top_p_filter
 from .model import _check_sampling  # the knobs' rules and messages, exactly as sample_next applies them
 
 # %% auto 0
@@ -249,11 +249,7 @@ def sample_cli(argv: list[str] | None = None) -> int:
     from gpt_mini.train import CheckpointError, load_model, pick_device  # here: `--help` needs none of it
     try:
         model = load_model(args.ckpt, pick_device(args.device))
-        if args.int8:
-            if model.device.type != "cpu":
-                raise ValueError(f"--int8 is for CPUs, and the model is on {model.device}: add --device cpu, or drop --int8")
-            from gpt_mini.model import quantize_for_cpu
-            model = quantize_for_cpu(model)
+        if args.int8: model = quantize_for_cpu(model)  # a ValueError on a GPU, which says what to do
         pieces = stream_text(model, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed)
     except (ValueError, CheckpointError, OSError) as e:  # bad knobs, devices or run folders: the message, no traceback
         parser.error(str(e))

@@ -73,6 +73,8 @@ def test_quantize_for_cpu_is_an_int8_copy():
     with torch.no_grad(): ref, got = model(x), q(x)
     assert (ref - got).abs().max() < 0.1 * ref.abs().max()
     assert list(generate(q, [1, 2, 3], 6, seed=0)) == list(generate(q, [1, 2, 3], 6, seed=0))
+    with pytest.raises(ValueError, match="int8 weights are for CPUs, and this model is on meta"):
+        quantize_for_cpu(GPT(GPTConfig.from_preset("tiny")).to("meta"))  # (a GPU model, where there is no GPU)
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
 def test_pack_for_cpu_is_the_same_float32_model():
