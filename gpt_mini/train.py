@@ -397,6 +397,11 @@ TRAIN_PRESETS = {
     "seed": dict(model="gpt2", out="runs/seed", steps=5000, batch_size=8, seq_len=256, lr=3e-4, min_lr=0.0, warmup=500,
                  weight_decay=0.01, beta1=0.9, beta2=0.999, grad_clip=1.0, target_loss=0.099999, batch_mode="sequential",
                  log_every=50, eval_every=250, eval_batches=20, ckpt_every=500, seed=1337),
+    # The same model and target in fewer tokens, for a CPU: twice the peak rate with a short warmup, a schedule that
+    # spans half the original's tokens, no weight decay (the goal is to memorize) and checkpoints every few minutes.
+    "tuned": dict(model="gpt2", out="runs/tuned", steps=2500, batch_size=8, seq_len=256, lr=6e-4, min_lr=3e-5,
+                  warmup=100, weight_decay=0.0, beta1=0.9, beta2=0.95, grad_clip=1.0, dropout=0.0, target_loss=0.099999,
+                  batch_mode="sequential", log_every=10, eval_every=250, eval_batches=10, ckpt_every=50, seed=1337),
     "small": dict(),  # the dataclass defaults
     "tiny": dict(model="tiny", out="runs/tiny", steps=40, batch_size=4, seq_len=32, lr=3e-3, min_lr=3e-4, warmup=5,
                  eval_every=20, eval_batches=2, log_every=5, ckpt_every=0, sample_tokens=40),
