@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import os
 import queue
@@ -21,17 +23,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry: set before Gradio reads it
-import gradio as gr
 import torch
 
+from . import __version__
 from .data import encode
-from .model import GPT, GPTConfig, count_params, num_params, pack_for_cpu, quantize_for_cpu, stream_text
+from .model import GPT, GPTConfig, NonFiniteLogitsError, count_params, num_params, pack_for_cpu
+from .model import quantize_for_cpu, stream_text
+from .sampling import _CLIParser, _one_line, _run_folder_problem  # the command lines' shared rules
+
+def _gradio():
+    """Gradio (`gr`), imported on first use. It takes seconds to import, and `gpt-mini app` checks its flags, its run
+    folder and its port first, so that a mistake is reported at once rather than after the import."""
+    global gr  # a module global: Gradio reads the `request: gr.Request` annotations of the page's functions from here
+    if "gr" not in globals():
+        try: import gradio as gr
+        except ImportError as e:
+            raise ImportError(f"The sampler app needs Gradio ({e}): pip install 'gpt_mini[app]'") from None
+    return gr
 
 # %% auto 0
-__all__ = ['MAX_NEW_TOKENS', 'MAX_TEMPERATURE', 'MAX_PROMPT_CHARS', 'MAX_SEED', 'DEFAULT_PROMPT', 'HEADLESS_ENV', 'GIT_URL',
-           'GPT_MINI_REQUIREMENT', 'load_sampler_model', 'model_facts', 'SamplerInputError', 'SampleRequest',
-           'check_request', 'sample_stream', 'build_demo', 'free_port', 'in_colab', 'is_headless', 'launch',
-           'check_server', 'app_cli', 'export_space', 'export_space_cli']
+__all__ = ['MAX_NEW_TOKENS', 'MAX_TEMPERATURE', 'MAX_PROMPT_CHARS', 'MAX_SEED', 'DEFAULT_PROMPT', 'HEADLESS_ENV',
+           'APP_EXIT_STATUS', 'GIT_URL', 'GPT_MINI_REQUIREMENT', 'SPACE_MARKER', 'EXPORT_EXIT_STATUS',
+           'load_sampler_model', 'model_facts', 'SamplerInputError', 'SampleRequest', 'check_request', 'sample_stream',
+           'build_demo', 'free_port', 'in_colab', 'is_headless', 'launch', 'check_server', 'app_cli',
+           'SpaceExportError', 'export_space', 'export_space_cli']
 
 # %% ../nbs/07_app.ipynb 8
 def _run_summary(run_dir: Path) -> str:
@@ -105,6 +120,8 @@ def _number(name: str, value, lo: float, hi: float | None, whole: bool) -> float
     if value is None or isinstance(value, bool) or (isinstance(value, str) and not value.strip()):
         raise SamplerInputError(f"{name} is missing: give a number.")
     try: x = float(value)
+    except OverflowError: raise SamplerInputError(f"{name} must be a finite number, got one with "
+                                                  f"{len(str(value))} digits.") from None
     except (TypeError, ValueError): raise SamplerInputError(f"{name} must be a number, got {value!r}.") from None
     if x != x or x in (float("inf"), float("-inf")): raise SamplerInputError(f"{name} must be a finite number, got {value!r}.")
     if whole and x != int(x): raise SamplerInputError(f"{name} must be a whole number, got {value!r}.")
@@ -203,6 +220,7 @@ def build_demo(source: str | os.PathLike | GPT, device: str | None = None, title
     The API endpoint is `/generate` with (prompt, max_new_tokens, temperature, top_k, top_p, seed); `concurrency`
     requests are served at once, the others wait in the queue. On a CPU a run folder is served on packed float32
     weights, or int8 weights with `int8` (see `load_sampler_model`)."""
+    _gradio()
     model, where = load_sampler_model(source, device, int8)
     origin = where if origin is None else origin
     facts0 = model_facts(model, origin)
@@ -216,7 +234,8 @@ def build_demo(source: str | os.PathLike | GPT, device: str | None = None, title
         stop, page = threading.Event(), getattr(request, "session_hash", None)
         if page: stops[page] = stop
         try: yield from sample_stream(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, origin, stop)
-        except SamplerInputError as e: raise gr.Error(str(e), print_exception=False) from None
+        except (SamplerInputError, NonFiniteLogitsError) as e:  # a bad request, or a model whose weights are NaN
+            raise gr.Error(str(e), print_exception=False) from None
         finally:
             if page and stops.get(page) is stop: del stops[page]
 
@@ -309,12 +328,48 @@ def _checkpoint_error(e: Exception) -> bool:
     except ImportError: CheckpointError = ()
     return isinstance(e, (CheckpointError, FileNotFoundError, NotADirectoryError))
 
+def _port(s: str) -> int:
+    "argparse type: a TCP port, 0 to 65535 (0: any free one)."
+    try: x = int(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"invalid int value: {s!r}") from None
+    if not 0 <= x <= 65535: raise argparse.ArgumentTypeError(f"{s} is not a port: use 1 to 65535, or 0 for any free one")
+    return x
+
+def _listen_problem(host: str | None, port: int) -> tuple[int, str] | None:
+    "Why a server could not listen on `host`:`port` right now: (exit status, one line naming the flag); None if it could."
+    name = (host or "127.0.0.1").strip("[]")  # Gradio takes [::1] for ::1
+    try: family, kind, proto, _, address = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        return 2, f"--host {host}: not an address of this machine ({getattr(e, 'strerror', None) or e})"
+    with socket.socket(family, kind, proto) as s:
+        if os.name != "nt": s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server binds it
+        try: s.bind(address)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return 1, (f"--port {port}: the port is already in use on {name} (another server?): stop that server, or "
+                           f"choose another port (--port 0 picks a free one)")
+            if e.errno == errno.EADDRNOTAVAIL: return 2, f"--host {host}: not an address of this machine ({e.strerror})"
+            if e.errno == errno.EACCES:
+                return 1, f"--port {port}: not allowed to listen on it ({e.strerror}; ports below 1024 need privileges)"
+            return 1, f"--host {host} --port {port}: cannot listen there ({e.strerror or e})"
+    return None
+
+APP_EXIT_STATUS = """\
+exit status:
+  0    the server stopped (Ctrl+C)
+  1    the run cannot be served (no run folder there, a file instead of one, unreadable or inconsistent files), or
+       the server cannot listen (--port already in use, not allowed)
+  2    a usage error: an unknown flag, or a value out of range (the message names the flag)"""
+
 def app_cli(argv: list[str] | None = None) -> int:
     "`gpt-mini app --ckpt DIR [--host H] [--port P] [--share]`: serve the sampler for a run folder."
-    ap = argparse.ArgumentParser(prog="gpt-mini app", description="Serve the Gradio sampler for a trained run folder.")
+    ap = _CLIParser(prog="gpt-mini app", description="Serve the Gradio sampler for a trained run folder.",
+                    epilog="example: gpt-mini app --ckpt runs/small --port 7860\n\n" + APP_EXIT_STATUS,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", required=True, help="run folder with config.json and model.safetensors (e.g. runs/small)")
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 opens it to your network")
-    ap.add_argument("--port", type=int, default=None, help="port (default: 7860 or the next free one)")
+    ap.add_argument("--port", type=_port, default=None,
+                    help="port, 1 to 65535, or 0 for any free one (default: 7860 or the next free one)")
     ap.add_argument("--share", action="store_true", help="also make a temporary public link through gradio.live")
     ap.add_argument("--device", default=None, help="cuda, mps or cpu (default: the fastest available)")
     ap.add_argument("--concurrency", type=int, default=4, help="requests served at once (default 4)")
@@ -322,16 +377,29 @@ def app_cli(argv: list[str] | None = None) -> int:
                     help="on a CPU, serve int8 weights: several times faster, the next token ~99%% the same as float32")
     args = ap.parse_args(argv)
     if args.concurrency < 1: ap.error(f"--concurrency must be at least 1, got {args.concurrency}")
-    if not Path(args.ckpt).expanduser().is_dir():
-        print(f"gpt-mini app: no run folder at {args.ckpt}. Train one first (`gpt-mini train`) or pass the folder "
-              f"that holds config.json and model.safetensors.", file=sys.stderr)
-        return 2
+    from gpt_mini.train import pick_device
+    try: pick_device(args.device or "auto")  # an unknown or absent --device: said now, not after loading
+    except ValueError as e: ap.error(f"--device: {e}")
+    if args.port == 0: args.port = free_port(args.host or "127.0.0.1")
+    # Everything that can be checked without the model is checked before it loads (seconds, for a big one).
+    if (problem := _run_folder_problem(args.ckpt)) is not None:
+        print(f"gpt-mini app: {problem}", file=sys.stderr); return 1
+    if (problem := _listen_problem(args.host, args.port or 0)) is not None:
+        code, message = problem
+        if code == 2: ap.error(message)
+        print(f"gpt-mini app: {message}", file=sys.stderr); return code
     try: demo = build_demo(args.ckpt, device=args.device, concurrency=args.concurrency, int8=args.int8)
+    except ImportError as e: print(f"gpt-mini app: {_one_line(e)}", file=sys.stderr); return 1
     except Exception as e:
-        if not (_checkpoint_error(e) or isinstance(e, ValueError)): raise  # ValueError: e.g. an unknown --device
-        print(f"gpt-mini app: cannot serve {args.ckpt}: {e}", file=sys.stderr)
-        return 2
-    launch(demo, host=args.host, port=args.port, share=args.share, block=True)
+        if isinstance(e, ValueError): ap.error(str(e))  # e.g. --int8 with a GPU
+        if not (_checkpoint_error(e) or isinstance(e, OSError)): raise
+        print(f"gpt-mini app: cannot serve {args.ckpt}: {_one_line(e)}", file=sys.stderr)
+        return 1
+    try: launch(demo, host=args.host, port=args.port, share=args.share, block=True)
+    except OSError as e:  # the port was taken while the model loaded, or no free port near 7860
+        with contextlib.suppress(Exception): demo.close()
+        print(f"gpt-mini app: cannot listen on {args.host}:{args.port or 'a port near 7860'}: {_one_line(e)}", file=sys.stderr)
+        return 1
     return 0
 
 # %% ../nbs/07_app.ipynb 33
@@ -384,55 +452,128 @@ python app.py        # then open http://127.0.0.1:7860
 ```
 
 Put it online: create a Gradio Space on huggingface.co, clone it, copy this folder's files into the clone (or export
-straight into it with `gpt-mini export-space --ckpt RUN --out CLONE`), then `git add . && git commit && git push`
-(the weights go through git LFS, see `.gitattributes`).
+straight into it with `gpt-mini export-space --ckpt RUN --out CLONE --force`, which replaces the clone's README.md),
+then `git add . && git commit && git push` (the weights go through git LFS, see `.gitattributes`).
 """
 
 def _torch_requirement() -> str:
     base = torch.__version__.split("+")[0]
     return f"torch=={base}" if re.fullmatch(r"\d+\.\d+\.\d+", base) else "torch>=2.1"
 
+SPACE_MARKER = ".gpt_mini_space.json"  # export_space's signature in a folder: it may replace the files there
+_SPACE_FILES = (SPACE_MARKER, "config.json", "model.safetensors", "meta.json", "app.py", "requirements.txt", "README.md",
+                ".gitattributes")  # every name export_space may write
+
+class SpaceExportError(OSError):
+    "The Space folder cannot be written as asked (a file, someone else's files, a symbolic link); the message says why."
+
+def _space_folder_problem(out: Path, force: bool) -> str | None:
+    "Why export_space must not write into `out` (one sentence), or None."
+    if out.is_symlink(): return (f"{out} is a symbolic link: export-space writes nothing through one; pass the folder it "
+                                 f"points to ({out.resolve()})")
+    if out.exists() and not out.is_dir(): return f"{out} is a file, not a folder: choose a folder for the Space (--out)"
+    links = [n for n in _SPACE_FILES if (out/n).is_symlink()]
+    if links: return (f"{out/links[0]} is a symbolic link: export-space writes nothing through one (not even with "
+                      f"--force); remove it, then export again")
+    if not out.is_dir() or force or (out/SPACE_MARKER).is_file(): return None
+    others = sorted(p.name for p in out.iterdir() if p.name != ".git")  # an empty clone is still empty
+    if not others: return None
+    clash = [n for n in _SPACE_FILES if n in others]
+    return (f"{out} holds files that export-space did not write ({', '.join(others[:4])}{', ...' * (len(others) > 4)}): "
+            f"choose a new or empty folder, or pass --force to write the Space into it anyway"
+            + (f" (replacing its {', '.join(clash)})" if clash else ""))
+
+def _write_file(path: Path, source: bytes | Path):
+    "Write `path` by atomic rename: a new file beside it, then os.replace, which replaces a link instead of following it."
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if isinstance(source, Path):
+                with open(source, "rb") as src: shutil.copyfileobj(src, f, 1 << 20)
+            else: f.write(source)
+        os.chmod(tmp, 0o644)  # mkstemp's files are private (0600); a Space's are ordinary files
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError): os.unlink(tmp)
+        raise
+
 def export_space(ckpt: str | os.PathLike, out: str | os.PathLike, title: str = "gpt_mini sampler",
-                 requirement: str = GPT_MINI_REQUIREMENT, int8: bool = False) -> Path:
-    "Write a Hugging Face Space for the run folder `ckpt` into `out` (created if needed); return `out`."
+                 requirement: str = GPT_MINI_REQUIREMENT, int8: bool = False, force: bool = False) -> Path:
+    """Write a Hugging Face Space for the run folder `ckpt` into `out` (created if needed); return `out`.
+
+    `out` must be new, empty (a `.git` aside), or written by export_space before (it leaves `SPACE_MARKER` there);
+    any other folder holds someone's files, and `force=True` is needed to replace them. No file is ever written through
+    a symbolic link: each is written beside its name and renamed onto it."""
     from gpt_mini.train import load_model, save_model
     ckpt, out = Path(ckpt).expanduser(), Path(out).expanduser()
-    if not ckpt.is_dir(): raise FileNotFoundError(f"No run folder at {ckpt}: train one first (`gpt-mini train`).")
+    if (problem := _run_folder_problem(ckpt)) is not None:
+        raise (NotADirectoryError if ckpt.exists() else FileNotFoundError)(f"--ckpt: {problem}")
     if out.resolve() == ckpt.resolve(): raise ValueError("Export the Space into a new folder, not into the run folder.")
-    model = load_model(ckpt, "cpu")  # refuses a folder whose files are missing or disagree
-    out.mkdir(parents=True, exist_ok=True)
-    if (ckpt/"config.json").is_file() and (ckpt/"model.safetensors").is_file():
-        for name in ("config.json", "model.safetensors"): shutil.copyfile(ckpt/name, out/name)
-    else:  # an old run with model.pt only: write the safetensors form the Space loads
-        with tempfile.TemporaryDirectory() as tmp:
-            save_model(model, tmp)
-            for name in ("config.json", "model.safetensors"): shutil.copyfile(Path(tmp)/name, out/name)
-    if (ckpt/"meta.json").is_file(): shutil.copyfile(ckpt/"meta.json", out/"meta.json")
-    (out/"app.py").write_text(_SPACE_APP.format(title=title, origin=f"the Space's model (run {ckpt.name})", int8=bool(int8)), encoding="utf-8")
-    (out/"requirements.txt").write_text(
-        "# A Space's free hardware is a CPU: take torch's CPU wheel (far smaller than the CUDA one).\n"
-        "--extra-index-url https://download.pytorch.org/whl/cpu\n"
-        f"{_torch_requirement()}\ngradio=={gr.__version__}\n{requirement}\n", encoding="utf-8")
-    (out/"README.md").write_text(_space_readme(title, model, ckpt.name), encoding="utf-8")
-    (out/".gitattributes").write_text("*.safetensors filter=lfs diff=lfs merge=lfs -text\n", encoding="utf-8")
+    if (problem := _space_folder_problem(out, force)) is not None: raise SpaceExportError(f"--out: {problem}")
+    model = load_model(ckpt, "cpu")  # refuses a folder whose files are missing or disagree, before anything is written
+    _gradio()  # for its version, which the Space pins
+    try: before = set(json.loads((out/SPACE_MARKER).read_text(encoding="utf-8")).get("files", []))
+    except (OSError, ValueError, AttributeError, TypeError): before = set()
+    with tempfile.TemporaryDirectory() as tmp:
+        if (ckpt/"config.json").is_file() and (ckpt/"model.safetensors").is_file(): weights = ckpt
+        else: weights = save_model(model, tmp)  # an old run with model.pt only: write the safetensors form the Space loads
+        files = {name: weights/name for name in ("config.json", "model.safetensors")}
+        if (ckpt/"meta.json").is_file(): files["meta.json"] = ckpt/"meta.json"
+        files["app.py"] = _SPACE_APP.format(title=title, origin=f"the Space's model (run {ckpt.name})", int8=bool(int8)).encode()
+        files["requirements.txt"] = (
+            "# A Space's free hardware is a CPU: take torch's CPU wheel (far smaller than the CUDA one).\n"
+            "--extra-index-url https://download.pytorch.org/whl/cpu\n"
+            f"{_torch_requirement()}\ngradio=={gr.__version__}\n{requirement}\n").encode()
+        files["README.md"] = _space_readme(title, model, ckpt.name).encode()
+        files[".gitattributes"] = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
+        marker = {"written_by": "gpt-mini export-space", "gpt_mini": __version__, "run": ckpt.name, "files": sorted(files)}
+        target = out
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            # the marker first: a folder left half-written (a full disk) is still recognised as a Space next time
+            for name, source in [(SPACE_MARKER, (json.dumps(marker, indent=1) + "\n").encode()), *files.items()]:
+                target = out/name
+                _write_file(target, source)
+            for name in before & (set(_SPACE_FILES) - set(files) - {SPACE_MARKER}):  # e.g. an old run's meta.json
+                target = out/name
+                if target.is_file() and not target.is_symlink(): target.unlink()
+        except OSError as e:
+            raise SpaceExportError(f"Could not write {target} ({e.strerror or e}); the files written before it stay, and "
+                                   f"exporting again into {out} replaces them.") from None
     return out
+
+EXPORT_EXIT_STATUS = """\
+exit status:
+  0    the Space was written
+  1    nothing could be exported: no run folder there, a file instead of one, unreadable or inconsistent run files;
+       --out is a file, a symbolic link, or a folder holding files export-space did not write (see --force);
+       or a file could not be written
+  2    a usage error: an unknown flag, or a bad value (the message names the flag)"""
 
 def export_space_cli(argv: list[str] | None = None) -> int:
     "`gpt-mini export-space --ckpt DIR --out SPACE_DIR`: write a Hugging Face Space folder for a run."
-    ap = argparse.ArgumentParser(prog="gpt-mini export-space",
-                                 description="Write a Hugging Face Space (app.py, requirements, weights) for a run folder.")
+    ap = _CLIParser(prog="gpt-mini export-space",
+                    description="Write a Hugging Face Space (app.py, requirements, weights) for a run folder.",
+                    epilog="example: gpt-mini export-space --ckpt runs/small --out space/\n\n" + EXPORT_EXIT_STATUS,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", required=True, help="run folder with config.json and model.safetensors (e.g. runs/small)")
-    ap.add_argument("--out", required=True, help="the Space folder to write (e.g. a clone of your Space's repository)")
+    ap.add_argument("--out", required=True,
+                    help="the Space folder to write: new, empty, or written by export-space before (e.g. space/)")
+    ap.add_argument("--force", action="store_true",
+                    help="write into --out even though it holds other files (e.g. a fresh clone of your Space's "
+                         "repository): export-space's own files, such as README.md and app.py, are replaced")
     ap.add_argument("--title", default="gpt_mini sampler", help="the page's title")
     ap.add_argument("--requirement", default=GPT_MINI_REQUIREMENT,
                     help=f"how the Space installs gpt_mini (default: {GPT_MINI_REQUIREMENT!r})")
     ap.add_argument("--int8", action="store_true", help="serve int8 weights on the Space's CPU (several times faster)")
     args = ap.parse_args(argv)
-    try: out = export_space(args.ckpt, args.out, args.title, args.requirement, int8=args.int8)
+    try: out = export_space(args.ckpt, args.out, args.title, args.requirement, int8=args.int8, force=args.force)
+    except ImportError as e: print(f"gpt-mini export-space: {_one_line(e)}", file=sys.stderr); return 1
     except Exception as e:
-        if not (_checkpoint_error(e) or isinstance(e, ValueError)): raise
-        print(f"gpt-mini export-space: {e}", file=sys.stderr)
-        return 2
+        if isinstance(e, ValueError): ap.error(str(e))
+        if not (_checkpoint_error(e) or isinstance(e, OSError)): raise
+        print(f"gpt-mini export-space: {_one_line(e)}", file=sys.stderr)
+        return 1
     print(f"Wrote a Space to {out}: " + ", ".join(sorted(p.name for p in out.iterdir() if p.is_file())))
     print(f"Try it: cd {out} && python app.py")
     return 0

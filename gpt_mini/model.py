@@ -8,6 +8,7 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -18,9 +19,9 @@ from .attention import KVCache
 from .block import Block, LayerNorm
 
 # %% auto 0
-__all__ = ['PRESETS', 'GPTConfig', 'cross_entropy', 'GPT', 'num_params', 'count_params', 'PretrainedError', 'top_k_filter',
-           'top_p_filter', 'sample_next', 'generate', 'stream_text', 'quantize_for_cpu', 'pack_for_cpu',
-           'attention_maps', 'explore_attention', 'attention_explorer']
+__all__ = ['PRESETS', 'GPTConfig', 'cross_entropy', 'GPT', 'num_params', 'count_params', 'PretrainedError',
+           'NonFiniteLogitsError', 'top_k_filter', 'top_p_filter', 'sample_next', 'generate', 'stream_text',
+           'quantize_for_cpu', 'pack_for_cpu', 'attention_maps', 'explore_attention', 'attention_explorer']
 
 # %% ../nbs/03_model.ipynb 7
 @dataclass
@@ -241,15 +242,48 @@ GPT.to_hf = _to_hf
 GPT.from_pretrained = classmethod(_from_pretrained)
 
 # %% ../nbs/03_model.ipynb 34
+def _real(x) -> float | None:
+    "`x` as a float when it is a real number (an int, a float, a 0-d tensor; not a bool or a string), else None."
+    if x is None or isinstance(x, (bool, str, bytes)): return None
+    try: return float(x)
+    except (TypeError, ValueError, OverflowError, RuntimeError): return None
+
+def _whole(x, lo: int) -> bool:
+    "Is `x` a whole number ≥ `lo` (an int, or a float without a fraction; never NaN, ±inf or a bool)?"
+    if isinstance(x, bool): return False
+    if isinstance(x, numbers.Integral): return x >= lo
+    v = _real(x)
+    return v is not None and math.isfinite(v) and v == int(v) and v >= lo
+
+def _shown(x) -> str: return repr(x) if isinstance(x, (str, bytes)) else str(x)  # '1' (text) is not 1
+
 def _check_sampling(temperature, top_k, top_p):
-    if temperature is None or temperature < 0: raise ValueError(f"temperature must be ≥ 0 (0 = greedy), got {temperature}")
-    if top_k is not None and top_k < 1: raise ValueError(f"top_k must be ≥ 1 (or None for no limit), got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1: raise ValueError(f"top_p must be in (0, 1] (or None), got {top_p}")
+    # NaN compares False with everything, so each rule says what a good value is: `not (good)`, never `bad < x`.
+    t = _real(temperature)
+    if t is None or not (math.isfinite(t) and t >= 0):
+        raise ValueError(f"temperature must be a finite number ≥ 0 (0 = greedy), got {_shown(temperature)}")
+    if top_k is not None and not _whole(top_k, 1):
+        raise ValueError(f"top_k must be a whole number ≥ 1 (or None for no limit), got {_shown(top_k)}")
+    p = _real(top_p)
+    if top_p is not None and (p is None or not 0 < p <= 1):
+        raise ValueError(f"top_p must be a number in (0, 1] (or None), got {_shown(top_p)}")
+
+class NonFiniteLogitsError(ValueError):
+    "The logits hold NaN or infinite values, so no token can be drawn: the model's weights are not finite."
+
+def _check_finite(x: torch.Tensor):
+    "Raise NonFiniteLogitsError unless `x` (one number per row, computed from the logits) is finite."
+    ok = math.isfinite(float(x)) if x.numel() == 1 else bool(torch.isfinite(x).all())  # one number: no tensor op
+    if ok: return
+    bad = float(x[~torch.isfinite(x)].flatten()[0])
+    raise NonFiniteLogitsError(f"the model produced {'NaN' if bad != bad else 'infinite'} logits: its weights are not "
+                               f"finite (a run that diverged, or a damaged checkpoint). Sample another run, or retrain "
+                               f"this one from its last good checkpoint with a lower learning rate.")
 
 def top_k_filter(logits: torch.Tensor, k: int | None) -> torch.Tensor:
     "Keep the `k` largest logits in the last dimension, set the others to -inf. `k` above the vocabulary is clamped."
     if k is None: return logits
-    if k < 1: raise ValueError(f"top_k must be ≥ 1 (or None for no limit), got {k}")
+    if not _whole(k, 1): raise ValueError(f"top_k must be a whole number ≥ 1 (or None for no limit), got {k}")
     k = min(int(k), logits.size(-1))
     kth = torch.topk(logits, k, dim=-1).values[..., -1:]
     return logits.masked_fill(logits < kth, float("-inf"))
@@ -257,7 +291,7 @@ def top_k_filter(logits: torch.Tensor, k: int | None) -> torch.Tensor:
 def top_p_filter(logits: torch.Tensor, p: float | None) -> torch.Tensor:
     "Nucleus filter: keep the smallest set of most likely tokens whose probabilities sum to ≥ `p`; -inf elsewhere."
     if p is None or p >= 1: return logits
-    if not 0 < p: raise ValueError(f"top_p must be in (0, 1] (or None), got {p}")
+    if not 0 < p: raise ValueError(f"top_p must be a number in (0, 1] (or None), got {p}")
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
     probs = sorted_logits.softmax(-1)
     # drop a token when the tokens before it already reach p (so the most likely token always stays)
@@ -269,6 +303,7 @@ def _draw(weights: torch.Tensor, generator=None) -> torch.Tensor:
     "One index per row, with probability proportional to `weights` (≥ 0), by inverting the cumulative sum at a uniform point."
     cdf = weights.cumsum(-1)
     total = cdf[..., -1:]
+    _check_finite(total)  # NaN logits make NaN weights, whose draw would land one past the end
     u = torch.rand(total.shape, generator=generator, device=weights.device, dtype=cdf.dtype)
     # stay strictly below the total even after rounding, so a zero-weight token can never be drawn
     point = torch.minimum(u * total, total.nextafter(torch.zeros_like(total)))
@@ -277,9 +312,17 @@ def _draw(weights: torch.Tensor, generator=None) -> torch.Tensor:
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Pick the next token from logits (..., vocab): greedy at temperature 0, else sample from
-    `softmax(top_p_filter(top_k_filter(logits / temperature, top_k), top_p))`. Returns the (...) token ids."""
+    `softmax(top_p_filter(top_k_filter(logits / temperature, top_k), top_p))`. Returns the (...) token ids.
+    Logits with NaN in them raise `NonFiniteLogitsError` (a NaN has no likeliest token, and no probability)."""
     _check_sampling(temperature, top_k, top_p)
-    if temperature == 0: return logits.argmax(-1)
+    return _sample(logits, temperature, top_k, top_p, generator)
+
+def _sample(logits, temperature, top_k, top_p, generator):
+    # sample_next after its argument checks: generate checks them once per call, then calls this once per token.
+    if temperature == 0:
+        best, ids = logits.max(-1)  # the argmax, and the value that says whether the row was finite
+        _check_finite(best)
+        return ids
     logits = logits.float() / temperature
     V = logits.size(-1)
     nucleus = top_p is not None and top_p < 1
@@ -300,34 +343,57 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     return ids.gather(-1, _draw(probs, generator)[..., None])[..., 0]
 
 # %% ../nbs/03_model.ipynb 38
-def _as_prompt_ids(idx) -> torch.Tensor:
-    ids = torch.as_tensor(idx, dtype=torch.long)
+def _as_prompt_ids(idx, vocab_size: int | None = None) -> torch.Tensor:
+    try: ids = torch.as_tensor(idx, dtype=torch.long)
+    except (TypeError, ValueError, OverflowError, RuntimeError) as e:
+        raise ValueError(f"The prompt must be a sequence of token ids (integers): {e}") from None
     if ids.ndim == 2:
         if ids.size(0) != 1: raise ValueError(f"generate takes one prompt at a time, got a batch of {ids.size(0)}")
         ids = ids[0]
     if ids.ndim != 1: raise ValueError(f"The prompt must be a 1-D sequence of token ids, got shape {tuple(ids.shape)}")
     if ids.numel() == 0: raise ValueError("The prompt is empty: give at least one token")
+    if vocab_size is not None and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):  # an embedding row that is not there
+        pos = int(((ids < 0) | (ids >= vocab_size)).nonzero()[0, 0])
+        raise ValueError(f"Token id {int(ids[pos])} (position {pos} of the prompt) is outside the model's vocabulary: "
+                         f"valid ids are 0 to {vocab_size - 1} (vocab_size {vocab_size}).")
     return ids
 
+def _check_seed(seed) -> int | None:
+    # torch takes 64-bit seeds, and says so only at the first draw; say it here, before anything is generated.
+    # (A negative one is torch's too: it stands for seed + 2**64.)
+    if seed is not None and not (_whole(seed, -2**63) and int(seed) < 2**64):
+        raise ValueError(f"seed must be an integer from 0 to 2**64 - 1 (or None for a fresh sample), got {_shown(seed)}")
+    return None if seed is None else int(seed)
+
+def _check_generate(max_new_tokens, temperature, top_k, top_p, seed):
+    "Every argument of `generate` that does not need the model, checked: a ValueError naming the first bad one."
+    _check_sampling(temperature, top_k, top_p)
+    if not _whole(max_new_tokens, 0): raise ValueError(f"max_new_tokens must be a whole number ≥ 0, got {_shown(max_new_tokens)}")
+    _check_seed(seed)
+
 def generate(model: GPT, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-             top_p: float | None = None, seed: int | None = None, use_cache: bool = True):
+             top_p: float | None = None, seed: int | None = None, use_cache: bool = True, vocab_limit: int | None = None):
     """Yield `max_new_tokens` new token ids (ints) one at a time, continuing the prompt `idx` (token ids).
 
     Temperature 0 is greedy. A `seed` makes sampling reproducible (a private torch.Generator; the global RNG is never
     touched). The prompt is cropped to the last `block_size` tokens. When the context fills up, the window keeps its last
     `keep = 3/4 · block_size` tokens and is re-read (prefilled) into an empty cache; `use_cache=False` runs the full
-    forward on exactly the same windows, for testing."""
-    _check_sampling(temperature, top_k, top_p)
-    if max_new_tokens is None or max_new_tokens < 0: raise ValueError(f"max_new_tokens must be ≥ 0, got {max_new_tokens}")
-    prompt = _as_prompt_ids(idx)
-    return _generate(model, prompt, int(max_new_tokens), temperature, top_k, top_p, seed, use_cache)
+    forward on exactly the same windows, for testing. `vocab_limit` (e.g. the tokenizer's `n_vocab`) keeps every new
+    id below it: a vocabulary padded beyond the tokenizer's, as nanoGPT's 50,304, has rows that no text decodes to.
+    Every argument is checked here, before the first token; NaN logits raise `NonFiniteLogitsError` as they appear."""
+    _check_generate(max_new_tokens, temperature, top_k, top_p, seed)
+    if vocab_limit is not None and not _whole(vocab_limit, 1):
+        raise ValueError(f"vocab_limit must be a whole number ≥ 1 (or None), got {vocab_limit}")
+    prompt = _as_prompt_ids(idx, model.config.vocab_size)
+    limit = None if vocab_limit is None or vocab_limit >= model.config.vocab_size else int(vocab_limit)
+    return _generate(model, prompt, int(max_new_tokens), temperature, top_k, top_p, _check_seed(seed), use_cache, limit)
 
-def _generate(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, use_cache):
+def _generate(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, use_cache, limit):
     block_size, device = model.config.block_size, model.device
     keep = max(1, (3 * block_size) // 4)  # tokens kept when the window is full
     generator = torch.Generator(device=device)
     if seed is None: generator.seed()  # fresh randomness, still without touching the global RNG
-    else: generator.manual_seed(int(seed))
+    else: generator.manual_seed(seed)
     window = prompt[-block_size:].tolist()  # the token ids the model currently sees
     caches = [KVCache(block_size) for _ in model.transformer.h] if use_cache else None
     new = torch.tensor(window, device=device)  # the tokens the model has not read yet
@@ -339,7 +405,9 @@ def _generate(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, us
             # a web server resumes this generator on) must not find it switched off
             with torch.inference_mode():
                 h = model.hidden(new[None], caches) if use_cache else model.hidden(torch.tensor(window, device=device)[None])
-                token = sample_next(model.lm_head(h[:, -1]), temperature, top_k, top_p, generator)[0]  # head: last position only
+                logits = model.lm_head(h[:, -1])  # head: last position only
+                if limit is not None: logits = logits[..., :limit]  # a view: the padded rows are never candidates
+                token = _sample(logits, temperature, top_k, top_p, generator)[0]  # arguments checked once, in generate
                 token_id = int(token)
                 if len(window) == block_size:  # full: slide to the last `keep` tokens and re-read them from scratch
                     window = window[len(window) - keep + 1:] + [token_id]
@@ -356,19 +424,28 @@ def _generate(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, us
 # %% ../nbs/03_model.ipynb 45
 def stream_text(model: GPT, prompt: str, max_new_tokens: int = 200, temperature: float = 1.0,
                 top_k: int | None = None, top_p: float | None = None, seed: int | None = None):
-    "Continue `prompt`, yielding text pieces as tokens arrive; a multi-byte UTF-8 character is never split."
+    """Continue `prompt`, yielding text pieces as tokens arrive; a multi-byte UTF-8 character is never split.
+    Only ids the tokenizer can decode are sampled, whatever the model's vocab_size (nanoGPT pads it to 50,304)."""
     from gpt_mini.data import encode, get_tokenizer
     if not isinstance(prompt, str): raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
     ids = encode(prompt)
     if not ids: raise ValueError("The prompt is empty: type at least one character")
-    tokens = generate(model, ids, max_new_tokens, temperature, top_k, top_p, seed)  # validates before streaming
-    return _stream_pieces(tokens, get_tokenizer())
+    enc, V = get_tokenizer(), model.config.vocab_size
+    if max(ids) >= V:  # a model with a smaller vocabulary than GPT-2's tokenizer
+        bad = next(i for i in ids if i >= V)
+        raise ValueError(f"The prompt's token {enc.decode([bad])!r} (id {bad}) is outside the model's vocabulary: "
+                         f"valid ids are 0 to {V - 1} (vocab_size {V}). Rephrase the prompt without it.")
+    tokens = generate(model, ids, max_new_tokens, temperature, top_k, top_p, seed, vocab_limit=enc.n_vocab)  # checks first
+    return _stream_pieces(tokens, enc)
 
 def _stream_pieces(tokens, enc):
     # An incremental UTF-8 decoder holds back the bytes of an unfinished character until the rest arrives.
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     for t in tokens:
-        piece = decoder.decode(enc.decode_single_token_bytes(t))
+        try: piece = decoder.decode(enc.decode_single_token_bytes(t))
+        except KeyError:  # no text for this id: a vocabulary larger than the tokenizer's
+            raise ValueError(f"Token id {t} cannot be decoded: the tokenizer knows ids 0 to {enc.n_vocab - 1}. "
+                             f"Generate with vocab_limit={enc.n_vocab} (as stream_text does).") from None
         if piece: yield piece
     tail = decoder.decode(b"", final=True)
     if tail: yield tail
@@ -412,7 +489,7 @@ def attention_maps(model: GPT, prompt) -> torch.Tensor:
     if isinstance(prompt, str):
         from gpt_mini.data import encode
         prompt = encode(prompt)
-    ids = _as_prompt_ids(prompt)[-model.config.block_size:].to(model.device)
+    ids = _as_prompt_ids(prompt, model.config.vocab_size)[-model.config.block_size:].to(model.device)
     was_training = model.training
     model.eval()
     try:

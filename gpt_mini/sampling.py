@@ -6,20 +6,24 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
-from .data import decode, encode
-from .model import quantize_for_cpu, sample_next, stream_text, top_k_filter, top_p_filter
+from .data import decode, encode, get_tokenizer
+from .model import NonFiniteLogitsError, quantize_for_cpu, sample_next, stream_text, top_k_filter, top_p_filter
 from .model import _check_sampling  # the knobs' rules and messages, exactly as sample_next applies them
+from .model import _as_prompt_ids, _check_finite, _check_generate  # ... and generate's
 
 # %% auto 0
-__all__ = ['MODEL_COLOR', 'KNOB_COLOR', 'filtered_probs', 'keep_stats', 'knob_label', 'plot_knobs', 'next_token_logits',
-           'Candidate', 'next_token_table', 'format_candidates', 'plot_cutoffs', 'effective_choices',
-           'plot_temperature', 'plot_candidates', 'plot_next_token', 'explore_sample', 'sample_cli']
+__all__ = ['MODEL_COLOR', 'KNOB_COLOR', 'SAMPLE_EXIT_STATUS', 'filtered_probs', 'keep_stats', 'knob_label', 'plot_knobs',
+           'next_token_logits', 'Candidate', 'next_token_table', 'format_candidates', 'plot_cutoffs',
+           'effective_choices', 'plot_temperature', 'plot_candidates', 'plot_next_token', 'explore_sample',
+           'sample_cli']
 
 # %% ../nbs/06_sampling.ipynb 8
 def _filtered_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
@@ -48,6 +52,10 @@ def knob_label(temperature: float = 1.0, top_k: int | None = None, top_p: float 
 # %% ../nbs/06_sampling.ipynb 10
 MODEL_COLOR, KNOB_COLOR = "#b8b8b8", "#1f77b4"
 
+def _token_text(i: int) -> str:
+    "The text of token `i`, or `<id i>` when the tokenizer has none (the extra rows of a padded vocabulary)."
+    return decode([i]) if 0 <= i < get_tokenizer().n_vocab else f"<id {i}>"
+
 def _draw_knob_panel(ax, labels, before, after, title, rest=False):
     x = torch.arange(len(labels)).numpy()
     ax.bar(x - 0.2, before, width=0.4, color=MODEL_COLOR, label="model (T = 1)")
@@ -68,7 +76,7 @@ def plot_knobs(logits, settings: list[dict], labels: list[str] | None = None, n:
     logits = torch.as_tensor(logits).float()
     own = logits.softmax(-1)
     order = own.argsort(descending=True)[:n] if labels is None else torch.arange(len(logits))
-    names = [repr(decode([int(i)])) for i in order] if labels is None else list(labels)
+    names = [repr(_token_text(int(i))) for i in order] if labels is None else list(labels)
     rest = labels is None and len(logits) > n
     if rest: names.append(f"other {len(logits) - n:,}")
     nrows = -(-len(settings) // ncols)
@@ -97,16 +105,21 @@ def plot_knobs(logits, settings: list[dict], labels: list[str] | None = None, n:
 
 # %% ../nbs/06_sampling.ipynb 16
 def next_token_logits(model, prompt) -> torch.Tensor:
-    "The model's logits (vocab,) for the token after `prompt` (text or token ids), on the CPU in float32."
-    ids = torch.as_tensor(encode(prompt) if isinstance(prompt, str) else prompt, dtype=torch.long).flatten()
-    if ids.numel() == 0: raise ValueError("The prompt is empty: type at least one character")
+    """The model's logits for the token after `prompt` (text or token ids), on the CPU in float32: one per id the
+    tokenizer can decode (a vocabulary padded beyond it, as nanoGPT's 50,304, loses the rows sampling never picks)."""
+    if isinstance(prompt, str):
+        prompt = encode(prompt)
+        if not prompt: raise ValueError("The prompt is empty: type at least one character")
+    ids = _as_prompt_ids(prompt, model.config.vocab_size).flatten()  # ids the model has no embedding for: a ValueError
     ids = ids[-model.config.block_size:]  # the model sees at most block_size tokens, as in generate
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode(): logits = model(ids[None].to(model.device))[0, -1]
     finally: model.train(was_training)
-    return logits.float().cpu()
+    logits = logits[:get_tokenizer().n_vocab].float().cpu()
+    _check_finite(logits.max().view(1))  # NaN weights: say so, rather than chart NaN probabilities
+    return logits
 
 class Candidate(NamedTuple):
     "One possible next token: its id and text, its probability under the model, and after the knobs."
@@ -121,7 +134,7 @@ def next_token_table(model, prompt, temperature: float = 1.0, top_k: int | None 
     logits = next_token_logits(model, prompt)
     own, after = logits.softmax(-1), filtered_probs(logits, temperature, top_k, top_p)
     top = own.topk(min(n, len(own))).indices.tolist()
-    return [Candidate(i, decode([i]), float(own[i]), float(after[i])) for i in top]
+    return [Candidate(i, _token_text(i), float(own[i]), float(after[i])) for i in top]
 
 def format_candidates(rows: list[Candidate]) -> str:
     "The candidates as a small text table."
@@ -218,47 +231,99 @@ def explore_sample(model, prompt: str, temperature: float = 0.8, top_k: int | No
     return text, fig
 
 # %% ../nbs/06_sampling.ipynb 46
+class _CLIParser(argparse.ArgumentParser):
+    "An ArgumentParser whose usage errors are one line on stderr, `PROG: error: what is wrong`, and exit status 2."
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {_one_line(message)}\n")
+
+def _one_line(message) -> str: return " ".join(str(message).split())
+
+def _finite_float(s: str) -> float:
+    "argparse type: a finite float (`float` itself takes 'nan' and 'inf', which would pass every `x < lo` check)."
+    try: x = float(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"invalid float value: {s!r}") from None
+    if not math.isfinite(x): raise argparse.ArgumentTypeError(f"invalid float value: {s!r} (give a finite number)")
+    return x
+
+def _seed(s: str) -> int:
+    "argparse type: a seed torch accepts, 0 to 2**64 - 1."
+    try: x = int(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"invalid int value: {s!r}") from None
+    if not 0 <= x < 2**64: raise argparse.ArgumentTypeError(f"{s} is out of range: a seed is an integer from 0 to 2**64 - 1")
+    return x
+
+def _run_folder_problem(path) -> str | None:
+    "Why `path` is not a run folder, in one sentence (missing, a file, ...); None when it is a folder."
+    p = Path(path).expanduser()
+    if p.is_dir(): return None
+    hint = "pass the folder that holds config.json and model.safetensors (e.g. runs/small)"
+    if p.is_file():
+        inside = p.name in ("config.json", "model.safetensors", "model.pt", "meta.json", "state.pt")
+        return f"{path} is a file, not a run folder: " + (f"pass the folder it is in, {p.parent}" if inside else hint)
+    if p.exists(): return f"{path} is not a folder: {hint}"
+    return f"no run folder at {path}: train one first (`gpt-mini train --out {path}`), or {hint}"
+
+SAMPLE_EXIT_STATUS = """\
+exit status:
+  0    the text was written (also when a reader such as `head` stops early)
+  1    the run cannot be sampled: no run folder there, a file instead of one, unreadable or inconsistent files,
+       or weights that are not finite (the model produced NaN logits)
+  2    a usage error: an unknown flag, or a value out of range (the message names the flag)
+  130  interrupted (Ctrl+C)"""
+
 def sample_cli(argv: list[str] | None = None) -> int:
     "`gpt-mini sample`: generate text from a trained run folder, printing it as it comes."
-    parser = argparse.ArgumentParser(
+    parser = _CLIParser(
         prog="gpt-mini sample",
         description="Generate text from a trained run folder, printing it as it is generated.",
-        epilog='example: gpt-mini sample --ckpt runs/small --prompt "ROMEO:" --temperature 0.8 --top-p 0.9 --seed 1',
+        epilog='example: gpt-mini sample --ckpt runs/small --prompt "ROMEO:" --temperature 0.8 --top-p 0.9 --seed 1'
+               "\n\n" + SAMPLE_EXIT_STATUS,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True, metavar="DIR",
                         help="run folder written by `gpt-mini train` (config.json + model.safetensors or model.pt)")
     parser.add_argument("--prompt", default="\n", help="text to continue, printed first (default: a line break)")
     parser.add_argument("--max-new-tokens", type=int, default=200, metavar="N",
                         help="how many tokens to generate (default: %(default)s)")
-    parser.add_argument("--temperature", type=float, default=1.0, metavar="T",
+    parser.add_argument("--temperature", type=_finite_float, default=1.0, metavar="T",
                         help="0 = greedy; below 1 sharper, above 1 flatter (default: %(default)s, the model's own)")
     parser.add_argument("--top-k", type=int, default=None, metavar="K",
                         help="sample among the K likeliest tokens only, K ≥ 1 (default: no limit)")
-    parser.add_argument("--top-p", type=float, default=None, metavar="P",
+    parser.add_argument("--top-p", type=_finite_float, default=None, metavar="P",
                         help="sample among the smallest set of likeliest tokens whose probabilities add up to P, "
                              "0 < P ≤ 1 (default: no limit)")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="same seed, same text (default: none, a fresh sample each time)")
+    parser.add_argument("--seed", type=_seed, default=None,
+                        help="0 to 2**64 - 1: same seed, same text (default: none, a fresh sample each time)")
     parser.add_argument("--device", default="auto",
                         help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: %(default)s)")
     parser.add_argument("--int8", action="store_true",
                         help="on a CPU, sample from int8 weights: several times faster, the likeliest next token "
                              "~99%% the same as float32 (see `quantize_for_cpu`)")
     args = parser.parse_args(argv)
+    def fail(message): parser.exit(1, f"{parser.prog}: error: {_one_line(message)}\n")  # the run, not the command line
 
     from gpt_mini.train import CheckpointError, load_model, pick_device  # here: `--help` needs none of it
+    try:  # everything the command line alone decides, before a single weight is read
+        _check_generate(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed)
+        if not encode(args.prompt): raise ValueError("The prompt is empty: type at least one character")
+        device = pick_device(args.device)
+    except ValueError as e: parser.error(str(e))
+    if (problem := _run_folder_problem(args.ckpt)) is not None: fail(f"--ckpt: {problem}")
+    try: model = load_model(args.ckpt, device)
+    except (CheckpointError, OSError) as e: fail(e)
     try:
-        model = load_model(args.ckpt, pick_device(args.device))
         if args.int8: model = quantize_for_cpu(model)  # a ValueError on a GPU, which says what to do
         pieces = stream_text(model, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed)
-    except (ValueError, CheckpointError, OSError) as e:  # bad knobs, devices or run folders: the message, no traceback
-        parser.error(str(e))
+    except ValueError as e: parser.error(str(e))  # e.g. --int8 on a GPU, or a prompt outside a small vocabulary
+    except RuntimeError as e: fail(e)             # e.g. a torch build without int8 kernels
     out = sys.stdout
     try:
         out.write(args.prompt); out.flush()
         for piece in pieces:
             out.write(piece); out.flush()  # each piece as soon as it exists
         out.write("\n"); out.flush()
+    except NonFiniteLogitsError as e:  # found at the first token: the weights themselves are broken
+        out.write("\n"); out.flush()
+        fail(f"{args.ckpt}: {e}")
     except KeyboardInterrupt:
         out.write("\n"); return 130
     except BrokenPipeError:  # e.g. `gpt-mini sample ... | head`: the reader left, nothing is wrong

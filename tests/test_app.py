@@ -173,9 +173,9 @@ def test_missing_files_are_named(tmp_path, run_dir, capsys):
     weightless = tmp_path/"weightless"; weightless.mkdir()
     (weightless/"config.json").write_text((run_dir/"config.json").read_text())
     with pytest.raises(CheckpointError, match="no weights"): build_demo(weightless)
-    assert app_cli(["--ckpt", str(weightless)]) == 2
+    assert app_cli(["--ckpt", str(weightless)]) == 1  # the run's problem, not the command line's: 1
     assert "no weights" in capsys.readouterr().err
-    assert app_cli(["--ckpt", str(tmp_path/"nowhere")]) == 2
+    assert app_cli(["--ckpt", str(tmp_path/"nowhere")]) == 1
     assert "no run folder" in capsys.readouterr().err
 
 def test_config_and_weights_that_disagree_are_named(tmp_path, run_dir, capsys):
@@ -184,10 +184,10 @@ def test_config_and_weights_that_disagree_are_named(tmp_path, run_dir, capsys):
     cfg = json.loads((bad/"config.json").read_text())
     (bad/"config.json").write_text(json.dumps({**cfg, "n_layer": 3}))
     with pytest.raises(CheckpointError, match="n_layer"): build_demo(bad)
-    assert app_cli(["--ckpt", str(bad)]) == 2
+    assert app_cli(["--ckpt", str(bad)]) == 1
     err = capsys.readouterr().err
     assert "n_layer" in err and "Traceback" not in err
-    assert export_space_cli(["--ckpt", str(bad), "--out", str(tmp_path/"space")]) == 2
+    assert export_space_cli(["--ckpt", str(bad), "--out", str(tmp_path/"space")]) == 1
     assert "n_layer" in capsys.readouterr().err
 
 # ---------------------------------------------------------------- the command line and the Space, as subprocesses
@@ -231,3 +231,150 @@ def test_export_space_with_int8(run_dir, tmp_path):
     out = export_space(run_dir, tmp_path/"space", int8=True)
     assert "int8=True" in (out/"app.py").read_text()
     assert "int8=False" in (export_space(run_dir, tmp_path/"plain")/"app.py").read_text()
+
+
+
+# ---------------------------------------------------------------- issue 15: values, ports, folders, exit statuses
+
+def one_line(err: str) -> str:
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+NAN, INF = float("nan"), float("inf")
+
+@pytest.mark.parametrize("field, name", [("max_new_tokens", "Max new tokens"), ("temperature", "Temperature"),
+                                         ("top_k", "Top-k"), ("top_p", "Top-p"), ("seed", "Seed")])
+@pytest.mark.parametrize("value", [NAN, INF, -INF, "nan", "inf", "-Infinity", 10**400])
+def test_check_request_refuses_every_non_finite_number(field, name, value):
+    with pytest.raises(SamplerInputError, match=f"{name} must be a finite number"):
+        check_request(GPTConfig.from_preset("tiny"), "Hi", **{field: value})
+
+def test_check_request_with_a_padded_vocabulary():
+    r = check_request(GPTConfig.from_preset("tiny", vocab_size=50304), "Hi", top_k=50_000, seed=1)
+    assert r.top_k == 50_000 and r.notes == []
+
+def test_sample_stream_never_sends_an_undecodable_id():
+    import torch
+    torch.manual_seed(0)
+    padded = GPT(GPTConfig.from_preset("tiny", vocab_size=50304))
+    with torch.no_grad(): padded.lm_head.weight[50257:] *= 100  # the padding rows would win every step
+    for knobs in (dict(temperature=0), dict(temperature=1.0, top_k=0), dict(top_k=50), dict(top_p=0.9)):
+        text, facts = list(sample_stream(padded, "Hi", max_new_tokens=8, seed=0, **knobs))[-1]
+        assert text and "8 tokens" in facts
+
+def test_nan_weights_are_a_clear_error_on_the_page():
+    import torch
+    from gpt_mini.model import NonFiniteLogitsError
+    broken = GPT(GPTConfig.from_preset("tiny"))
+    with torch.no_grad(): broken.lm_head.weight.fill_(NAN)
+    with pytest.raises(NonFiniteLogitsError, match="the model produced NaN logits: its weights are not finite"):
+        list(sample_stream(broken, "Hi", max_new_tokens=4, seed=0))
+    demo = build_demo(broken)
+    url = launch(demo, port=free_port(), quiet=True)
+    try:
+        with pytest.raises(AppError, match="NaN logits"): ask(Client(url, verbose=False, download_files=False), "Hi", 4)
+    finally: demo.close()
+
+@pytest.fixture
+def taken_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); s.listen()
+        yield s.getsockname()[1]
+
+def test_app_cli_port_in_use_is_found_before_the_model_loads(run_dir, taken_port, capsys, monkeypatch):
+    import gpt_mini.app as app
+    def no_loading(*args, **kwargs): raise AssertionError("the model was loaded before the port was checked")
+    monkeypatch.setattr(app, "build_demo", no_loading)
+    t0 = time.monotonic()
+    assert app_cli(["--ckpt", str(run_dir), "--port", str(taken_port)]) == 1
+    err = one_line(capsys.readouterr().err)
+    assert f"--port {taken_port}" in err and "already in use" in err and time.monotonic() - t0 < 5
+
+def test_gpt_mini_app_port_in_use_in_a_subprocess(run_dir, taken_port):
+    "The real command: one line, exit status 1, before Gradio's seconds of importing (let alone the model's loading)."
+    script = (f"import sys; from gpt_mini.cli import main; rc = main(['app', '--ckpt', {str(run_dir)!r}, '--port', "
+              f"'{taken_port}']); print(rc, 'gradio' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.stdout.split() == ["1", "False"] and f"--port {taken_port}" in one_line(r.stderr), (r.stdout, r.stderr)
+
+@pytest.mark.parametrize("argv, flag", [(["--port", "70000"], "--port"), (["--port", "-1"], "--port"),
+                                        (["--port", "http"], "--port"), (["--concurrency", "0"], "--concurrency"),
+                                        (["--device", "tpu"], "--device"), (["--bogus"], "--bogus")])
+def test_app_cli_usage_errors_exit_2_in_one_line(run_dir, capsys, argv, flag):
+    with pytest.raises(SystemExit) as e: app_cli(["--ckpt", str(run_dir), *argv])
+    assert e.value.code == 2 and flag in one_line(capsys.readouterr().err)
+
+def test_app_cli_ckpt_that_is_a_file(run_dir, capsys):
+    assert app_cli(["--ckpt", str(run_dir/"config.json")]) == 1
+    err = one_line(capsys.readouterr().err)
+    assert "is a file, not a run folder" in err and str(run_dir) in err
+
+@pytest.mark.parametrize("cli", [app_cli, export_space_cli])
+def test_help_documents_the_exit_statuses(cli, capsys):
+    with pytest.raises(SystemExit) as e: cli(["--help"])
+    assert e.value.code == 0
+    epilog = capsys.readouterr().out.split("exit status:")[1]
+    for code in ("0 ", "1 ", "2 "): assert f"\n  {code}" in epilog, code
+
+SPACE_NAMES = {"app.py", "requirements.txt", "README.md", "config.json", "model.safetensors", ".gitattributes"}
+
+def test_export_space_refuses_a_folder_it_did_not_write(run_dir, tmp_path, capsys):
+    mine = tmp_path/"mine"; mine.mkdir()
+    for name, text in {"README.md": "my notes", "app.py": "print('mine')", "requirements.txt": "numpy"}.items():
+        (mine/name).write_text(text)
+    assert export_space_cli(["--ckpt", str(run_dir), "--out", str(mine)]) == 1
+    err = one_line(capsys.readouterr().err)
+    assert str(mine) in err and "--force" in err and "README.md" in err
+    assert (mine/"README.md").read_text() == "my notes" and (mine/"app.py").read_text() == "print('mine')"
+    assert sorted(p.name for p in mine.iterdir()) == ["README.md", "app.py", "requirements.txt"]  # nothing written
+    with pytest.raises(OSError, match="did not write"): export_space(run_dir, mine)
+    other = tmp_path/"other"; other.mkdir(); (other/"data.csv").write_text("1,2")  # no clash, still someone's folder
+    assert export_space_cli(["--ckpt", str(run_dir), "--out", str(other)]) == 1 and "data.csv" in capsys.readouterr().err
+
+def test_export_space_force_replaces_and_marks(run_dir, tmp_path, capsys):
+    mine = tmp_path/"clone"; mine.mkdir(); (mine/"README.md").write_text("---\ntitle: x\n---\n")
+    assert export_space_cli(["--ckpt", str(run_dir), "--out", str(mine), "--force"]) == 0
+    assert "sdk: gradio" in (mine/"README.md").read_text() and (mine/".gpt_mini_space.json").is_file()
+    assert SPACE_NAMES <= {p.name for p in mine.iterdir()}
+
+def test_export_space_writes_again_into_its_own_folder(run_dir, tmp_path):
+    out = export_space(run_dir, tmp_path/"space", title="first")
+    marker = json.loads((out/".gpt_mini_space.json").read_text())
+    assert marker["written_by"] == "gpt-mini export-space" and SPACE_NAMES <= set(marker["files"])
+    assert export_space(run_dir, out, title="second") == out  # no --force needed
+    assert "second" in (out/"app.py").read_text()
+
+def test_export_space_into_an_empty_folder_or_an_empty_clone(run_dir, tmp_path):
+    (tmp_path/"empty").mkdir()
+    (tmp_path/"clone"/".git").mkdir(parents=True)
+    for name in ("empty", "clone"): assert SPACE_NAMES <= {p.name for p in export_space(run_dir, tmp_path/name).iterdir()}
+
+def test_export_space_out_is_a_file(run_dir, tmp_path, capsys):
+    (tmp_path/"space.txt").write_text("x")
+    for extra in ([], ["--force"]):
+        assert export_space_cli(["--ckpt", str(run_dir), "--out", str(tmp_path/"space.txt"), *extra]) == 1
+        assert "is a file, not a folder" in one_line(capsys.readouterr().err)
+    assert (tmp_path/"space.txt").read_text() == "x"
+
+def test_export_space_never_writes_through_a_symlink(run_dir, tmp_path, capsys):
+    out = export_space(run_dir, tmp_path/"space")
+    precious = tmp_path/"precious.md"; precious.write_text("keep me")
+    (out/"README.md").unlink(); (out/"README.md").symlink_to(precious)
+    for extra in ([], ["--force"]):
+        assert export_space_cli(["--ckpt", str(run_dir), "--out", str(out), *extra]) == 1
+        assert "symbolic link" in one_line(capsys.readouterr().err)
+    assert precious.read_text() == "keep me" and (out/"README.md").is_symlink()
+    (tmp_path/"link").symlink_to(out, target_is_directory=True)  # --out itself a link
+    assert export_space_cli(["--ckpt", str(run_dir), "--out", str(tmp_path/"link")]) == 1
+    assert "symbolic link" in one_line(capsys.readouterr().err)
+
+def test_export_space_ckpt_problems(run_dir, tmp_path, capsys):
+    assert export_space_cli(["--ckpt", str(run_dir/"model.safetensors"), "--out", str(tmp_path/"s")]) == 1
+    err = one_line(capsys.readouterr().err)
+    assert "is a file, not a run folder" in err and str(run_dir) in err
+    assert export_space_cli(["--ckpt", str(tmp_path/"nowhere"), "--out", str(tmp_path/"s")]) == 1
+    assert "no run folder" in one_line(capsys.readouterr().err)
+    assert not (tmp_path/"s").exists()  # nothing was written for a run that cannot be exported
+    with pytest.raises(SystemExit) as e: export_space_cli(["--ckpt", str(run_dir), "--out", str(run_dir)])
+    assert e.value.code == 2 and "run folder" in one_line(capsys.readouterr().err)

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from gpt_mini.data import decode, encode, get_tokenizer
-from gpt_mini.model import (GPT, PRESETS, GPTConfig, PretrainedError, attention_maps, count_params, generate,
-                            num_params, sample_next, stream_text, top_k_filter, top_p_filter)
+from gpt_mini.model import (GPT, PRESETS, GPTConfig, NonFiniteLogitsError, PretrainedError, attention_maps, count_params,
+                            generate, num_params, sample_next, stream_text, top_k_filter, top_p_filter)
 
 TINY = GPTConfig.from_preset("tiny")
 
@@ -258,6 +258,115 @@ def test_stream_never_splits_a_character():
     # a byte sequence that never completes is flushed at the end, not lost
     tail = list(_stream_pieces([encode("a")[0], *[i for i in encode("🙂") if "\ufffd" in decode([i])][:1]], enc))
     assert "".join(tail).startswith("a") and "".join(tail).endswith("\ufffd")
+
+
+
+# ---- values a NaN slips through, ids the tokenizer cannot decode (issue 15) ------------------------------------------
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(temperature=NAN), "temperature"), (dict(temperature=INF), "temperature"), (dict(temperature=-INF), "temperature"),
+    (dict(temperature="0.8"), "temperature"), (dict(temperature=None), "temperature"),
+    (dict(top_p=NAN), "top_p"), (dict(top_p=INF), "top_p"), (dict(top_p=-INF), "top_p"),
+    (dict(top_k=NAN), "top_k"), (dict(top_k=INF), "top_k"), (dict(top_k=2.5), "top_k"), (dict(top_k=True), "top_k"),
+])
+def test_non_finite_knobs_are_refused_everywhere(tiny, kwargs, match):
+    "`temperature < 0` is False for NaN: every knob is checked for what a good value is, in every function that takes it."
+    logits = torch.randn(1, 50)
+    with pytest.raises(ValueError, match=match): sample_next(logits, **kwargs)
+    with pytest.raises(ValueError, match=match): generate(tiny, [1, 2], 3, **kwargs)  # at call time
+    with pytest.raises(ValueError, match=match): stream_text(tiny, "Hi", 3, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(max_new_tokens=NAN), "max_new_tokens"), (dict(max_new_tokens=INF), "max_new_tokens"),
+    (dict(max_new_tokens=2.5), "max_new_tokens"),
+    (dict(seed=2**64), "seed"), (dict(seed=NAN), "seed"), (dict(seed=1.5), "seed"), (dict(seed="7"), "seed"),
+    (dict(vocab_limit=0), "vocab_limit"), (dict(vocab_limit=NAN), "vocab_limit"),
+])
+def test_generate_checks_counts_and_seeds_at_call_time(tiny, kwargs, match):
+    args = dict(idx=[1, 2, 3], max_new_tokens=3) | kwargs
+    with pytest.raises(ValueError, match=match): generate(tiny, **args)  # before the first next(): nothing yielded
+
+
+def test_the_largest_seed_works(tiny):
+    assert len(list(generate(tiny, [1, 2], 3, seed=2**64 - 1))) == 3
+    assert list(generate(tiny, [1, 2], 3, seed=5.0)) == list(generate(tiny, [1, 2], 3, seed=5))  # a whole float, as before
+
+
+@pytest.mark.parametrize("knobs", [dict(temperature=0), dict(), dict(temperature=0.7), dict(top_k=5), dict(top_p=0.9),
+                                   dict(top_k=5, top_p=0.5), dict(top_p=0.999)])
+@pytest.mark.parametrize("bad", [NAN, INF])
+def test_non_finite_logits_raise_instead_of_an_id_past_the_vocabulary(knobs, bad):
+    logits = torch.randn(3, 600)
+    logits[1, 7] = bad  # one bad row in a batch is enough
+    with pytest.raises(NonFiniteLogitsError, match="the model produced (NaN|infinite) logits: its weights are not finite"):
+        sample_next(logits, **knobs, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(NonFiniteLogitsError, match="the model produced NaN logits: its weights are not finite"):
+        sample_next(torch.full((600,), NAN), **knobs)
+
+
+def test_minus_inf_logits_are_fine():
+    "A masked logit (-inf) is a legitimate zero probability, not a broken model."
+    logits = torch.randn(4, 50)
+    logits[:, 10:] = -INF
+    for knobs in [dict(temperature=0), dict(), dict(top_k=3), dict(top_p=0.9)]:
+        assert (sample_next(logits, **knobs, generator=torch.Generator().manual_seed(0)) < 10).all()
+
+
+def nan_model(cfg=TINY):
+    model = GPT(cfg).eval()
+    with torch.no_grad(): model.lm_head.weight.fill_(NAN)  # tied: the embedding too, as in a diverged run
+    return model
+
+
+@pytest.mark.parametrize("knobs", [dict(temperature=0), dict(), dict(top_k=50), dict(top_p=0.9)])
+def test_a_model_with_nan_weights_gets_a_clear_error(knobs):
+    model = nan_model()
+    tokens = generate(model, [1, 2, 3], 5, **knobs, seed=0)
+    with pytest.raises(NonFiniteLogitsError, match="the model produced NaN logits: its weights are not finite"): next(tokens)
+    with pytest.raises(NonFiniteLogitsError, match="NaN logits"): list(stream_text(model, "Hi", 5, **knobs, seed=0))
+
+
+@pytest.mark.parametrize("idx, bad", [([1, 50257], "50257"), ([60000], "60000"), ([-1, 5], "-1"), ([[3, 2**40]], str(2**40))])
+def test_prompt_ids_outside_the_vocabulary_are_a_value_error(tiny, idx, bad):
+    with pytest.raises(ValueError, match=f"Token id {bad} .*valid ids are 0 to 50256"): generate(tiny, idx, 3)
+    with pytest.raises(ValueError, match=f"Token id {bad}"): attention_maps(tiny, idx)
+    assert len(list(generate(tiny, [0, 50256], 2))) == 2  # both ends of the range are fine
+
+
+def padded_model(vocab_size=50304):
+    "A model whose padding rows (ids the tokenizer has no text for) would win every step."
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("tiny", vocab_size=vocab_size)).eval()
+    with torch.no_grad(): model.lm_head.weight[50257:] *= 100
+    return model
+
+
+@pytest.mark.parametrize("knobs", [dict(temperature=0), dict(temperature=1.0), dict(temperature=2.0, top_k=100),
+                                   dict(top_k=100_000), dict(top_p=0.95), dict(top_k=60, top_p=0.99)])
+def test_a_padded_vocabulary_never_samples_an_undecodable_id(knobs):
+    model, n_vocab = padded_model(), get_tokenizer().n_vocab
+    assert any(t >= n_vocab for t in generate(model, [1, 2, 3], 10, **knobs, seed=0))  # the hazard is real...
+    ids = list(generate(model, [1, 2, 3], 10, **knobs, seed=0, vocab_limit=n_vocab))
+    assert len(ids) == 10 and all(0 <= t < n_vocab for t in ids)                   # ...and the limit removes it
+    text = "".join(stream_text(model, "ROMEO:", 10, **knobs, seed=0))              # no KeyError mid-stream
+    assert isinstance(text, str) and text
+
+
+def test_a_smaller_vocabulary_names_the_prompt_token_it_lacks():
+    model = GPT(GPTConfig.from_preset("tiny", vocab_size=1000)).eval()
+    with pytest.raises(ValueError, match=r"'Hello' \(id 15496\) is outside the model's vocabulary: valid ids are 0 to 999"):
+        stream_text(model, "Hello")
+    text = "".join(stream_text(model, "!", 20, seed=0))  # "!" is id 0: the prompt fits, and every sampled id decodes
+    assert isinstance(text, str)
+
+
+def test_stream_pieces_names_an_id_it_cannot_decode():
+    from gpt_mini.model import _stream_pieces
+    with pytest.raises(ValueError, match="Token id 50300 cannot be decoded"): list(_stream_pieces([0, 50300], get_tokenizer()))
 
 
 # ---- the attention explorer ---------------------------------------------------------------------------------------

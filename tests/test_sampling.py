@@ -201,7 +201,7 @@ def test_sample_cli_bad_values_exit_2_with_a_message(run_dir, capsys, bad, messa
 
 def test_sample_cli_missing_or_broken_run(tmp_path, capsys):
     with pytest.raises(SystemExit) as e: sample_cli(["--ckpt", str(tmp_path/"nowhere")])
-    assert e.value.code == 2 and "nowhere" in capsys.readouterr().err
+    assert e.value.code == 1 and "nowhere" in capsys.readouterr().err  # the run's problem, not the command line's: 1
     with pytest.raises(SystemExit) as e: sample_cli([])  # --ckpt is required
     assert e.value.code == 2 and "--ckpt" in capsys.readouterr().err
 
@@ -214,3 +214,125 @@ def test_python_m_gpt_mini_sampling(run_dir):
     bad = subprocess.run([sys.executable, "-m", "gpt_mini.sampling", "--ckpt", str(run_dir), "--top-p", "2"],
                          capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "top_p must be" in bad.stderr and "Traceback" not in bad.stderr
+
+
+
+# ---- issue 15: non-finite values, seeds, vocabularies, files, exit statuses ----
+
+def one_line_error(capsys, argv, code) -> str:
+    "Run sample_cli, expecting exit status `code` and one line on stderr, no traceback; return that line."
+    with pytest.raises(SystemExit) as e: sample_cli(argv)
+    captured = capsys.readouterr()
+    assert e.value.code == code, captured.err
+    assert len(captured.err.splitlines()) == 1 and "Traceback" not in captured.err, captured.err
+    assert captured.err.startswith("gpt-mini sample: error: ")
+    return captured
+
+
+@pytest.mark.parametrize("bad, flag", [
+    (["--temperature", "nan"], "--temperature"), (["--temperature", "inf"], "--temperature"),
+    (["--temperature", "-inf"], "--temperature"), (["--top-p", "nan"], "--top-p"), (["--top-p", "inf"], "--top-p"),
+    (["--seed", str(2**64)], "--seed"), (["--seed", str(2**70)], "--seed"), (["--seed", "-1"], "--seed"),
+    (["--seed", "x"], "--seed"), (["--bogus"], "--bogus"),
+])
+def test_sample_cli_refuses_bad_flags_up_front_in_one_line(run_dir, capsys, bad, flag):
+    "Usage errors: exit status 2, one line naming the flag, before the prompt is printed (nothing on stdout)."
+    captured = one_line_error(capsys, ["--ckpt", str(run_dir), "--prompt", "ROMEO:", *bad], 2)
+    assert flag in captured.err and captured.out == ""
+
+
+def test_sample_cli_seed_limits(run_dir, capsys):
+    assert sample_cli(["--ckpt", str(run_dir), *ARGS, "--seed", str(2**64 - 1)]) == 0  # the largest seed works
+    assert capsys.readouterr().out.startswith("ROMEO:")
+
+
+def test_sample_cli_usage_errors_win_over_a_missing_run(tmp_path, capsys):
+    "The command line is checked before the run folder is even looked at."
+    assert "--temperature" in one_line_error(capsys, ["--ckpt", str(tmp_path/"nowhere"), "--temperature", "nan"], 2).err
+
+
+@pytest.mark.parametrize("name", ["config.json", "model.safetensors"])
+def test_sample_cli_ckpt_that_is_a_file(run_dir, capsys, name):
+    err = one_line_error(capsys, ["--ckpt", str(run_dir/name)], 1).err
+    assert "is a file, not a run folder" in err and str(run_dir) in err and "does not exist" not in err
+
+
+def test_sample_cli_ckpt_that_is_another_file(tmp_path, capsys):
+    (tmp_path/"notes.txt").write_text("hi")
+    assert "is a file, not a run folder" in one_line_error(capsys, ["--ckpt", str(tmp_path/"notes.txt")], 1).err
+
+
+def test_sample_cli_unreadable_run_exits_1(tmp_path, run_dir, capsys):
+    broken = tmp_path/"broken"; broken.mkdir()
+    (broken/"config.json").write_text("{not json")
+    assert "config.json" in one_line_error(capsys, ["--ckpt", str(broken)], 1).err
+
+
+def test_sample_cli_nan_weights_exit_1_with_one_line(tmp_path, capsys):
+    from gpt_mini.train import save_model
+    model = GPT(GPTConfig.from_preset("tiny"))
+    with torch.no_grad(): model.lm_head.weight.fill_(float("nan"))
+    run = save_model(model, tmp_path/"nan")
+    for knobs in ([], ["--temperature", "0"], ["--top-k", "5"], ["--top-p", "0.9"]):
+        err = one_line_error(capsys, ["--ckpt", str(run), "--prompt", "Hi", *knobs], 1).err
+        assert "the model produced NaN logits: its weights are not finite" in err and str(run) in err
+
+
+def test_sample_cli_with_a_padded_vocabulary(tmp_path, capsys):
+    "nanoGPT's vocab_size 50304: the 47 extra ids have no text, and must never be sampled (they were: KeyError '50294')."
+    from gpt_mini.train import save_model
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("tiny", vocab_size=50304))
+    with torch.no_grad(): model.lm_head.weight[50257:] *= 100  # the padding rows would win every step
+    run = save_model(model, tmp_path/"padded")
+    for knobs in (["--temperature", "0"], ["--seed", "1"], ["--top-k", "80", "--seed", "2"], ["--top-p", "0.9", "--seed", "3"]):
+        assert sample_cli(["--ckpt", str(run), "--prompt", "ROMEO:", "--max-new-tokens", "12", *knobs]) == 0
+        captured = capsys.readouterr()
+        assert captured.out.startswith("ROMEO:") and len(captured.out) > len("ROMEO:\n") and captured.err == ""
+
+
+def test_sample_cli_with_a_smaller_vocabulary(tmp_path, capsys):
+    from gpt_mini.train import save_model
+    run = save_model(GPT(GPTConfig.from_preset("tiny", vocab_size=1000)), tmp_path/"small_vocab")
+    err = one_line_error(capsys, ["--ckpt", str(run), "--prompt", "Hello"], 2).err
+    assert "'Hello' (id 15496) is outside the model's vocabulary" in err
+    assert sample_cli(["--ckpt", str(run), "--prompt", "!", "--max-new-tokens", "8", "--seed", "0"]) == 0
+    assert capsys.readouterr().out.startswith("!")
+
+
+def test_sample_cli_help_documents_the_exit_statuses(capsys):
+    with pytest.raises(SystemExit): sample_cli(["--help"])
+    epilog = capsys.readouterr().out.split("exit status:")[1]
+    for code in ("0 ", "1 ", "2 ", "130 "): assert f"\n  {code}" in epilog, code
+
+
+def test_explorer_with_a_padded_or_broken_model():
+    from gpt_mini.data import get_tokenizer
+    from gpt_mini.model import NonFiniteLogitsError
+    torch.manual_seed(0)
+    padded = GPT(GPTConfig.from_preset("tiny", vocab_size=50304)).eval()
+    with torch.no_grad(): padded.lm_head.weight[50257:] *= 100
+    assert next_token_logits(padded, "ROMEO:").shape == (get_tokenizer().n_vocab,)  # only ids with a text
+    rows = next_token_table(padded, "ROMEO:", n=5)
+    assert all(r.token_id < 50257 for r in rows)
+    wide = torch.full((50304,), -5.0); wide[50300] = 5.0  # logits from elsewhere, with a padding id on top
+    fig = plot_knobs(wide, [dict()], n=3)
+    assert "<id 50300>" in [t.get_text() for t in fig.axes[0].get_xticklabels()][0]
+    with pytest.raises(ValueError, match="Token id 50257"): next_token_logits(GPT(GPTConfig.from_preset("tiny")), [50257])
+    broken = GPT(GPTConfig.from_preset("tiny"))
+    with torch.no_grad(): broken.lm_head.weight.fill_(float("nan"))
+    with pytest.raises(NonFiniteLogitsError, match="NaN logits"): next_token_table(broken, "Hi")
+    with pytest.raises(NonFiniteLogitsError, match="NaN logits"): explore_sample(broken, "Hi", max_new_tokens=3)
+
+
+@pytest.mark.parametrize("knobs", [dict(temperature=float("nan")), dict(temperature=float("inf")),
+                                   dict(top_p=float("nan")), dict(top_k=float("nan"))])
+def test_filtered_probs_refuses_non_finite_knobs(knobs):
+    with pytest.raises(ValueError, match=list(knobs)[0]): filtered_probs(LOGITS, **knobs)
+
+
+def test_gpt_mini_sample_exit_statuses_in_a_subprocess(run_dir, tmp_path):
+    "Through the real entry point: usage 2, runtime 1, each a single line on stderr."
+    for argv, code in [(["--ckpt", str(run_dir), "--seed", str(2**64)], 2), (["--ckpt", str(run_dir/"config.json")], 1)]:
+        r = subprocess.run([sys.executable, "-m", "gpt_mini.cli", "sample", *argv], capture_output=True, text=True, cwd=ROOT)
+        assert r.returncode == code and r.stdout == "" and len(r.stderr.splitlines()) == 1, r.stderr
