@@ -35,7 +35,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
     include_package_data=True,
     install_requires=reqs('requirements'),
-    extras_require={'app': reqs('app_requirements'), 'dev': reqs('dev_requirements')},
+    extras_require={'app': reqs('app_requirements'), 'hub': reqs('hub_requirements'), 'dev': reqs('dev_requirements')},
     python_requires='>=' + min_python,
     zip_safe=False,
     entry_points={'console_scripts': cfg['console_scripts'].split('\n'), 'nbdev': [f'{cfg["lib_path"]}={cfg["lib_path"]}._modidx:d']},

@@ -17,6 +17,7 @@ COMMANDS = {  # name: (module, function, one line of help)
     "sample":       ("gpt_mini.sampling", "sample_cli",       "generate text from a trained run folder"),
     "app":          ("gpt_mini.app",      "app_cli",          "serve the Gradio sampler for a run folder"),
     "export-space": ("gpt_mini.app",      "export_space_cli", "write a Hugging Face Space folder for a run"),
+    "export-hf":    ("gpt_mini.hub",      "export_hf_cli",    "write a transformers GPT-2 folder for a run, or push it"),
 }
 
 def usage() -> str:
