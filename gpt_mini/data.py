@@ -18,7 +18,8 @@ import torch
 # %% auto 0
 __all__ = ['TINY_SHAKESPEARE_URL', 'DATA_ENV', 'CACHE_ENV', 'TOKENIZER_NAME', 'DataError', 'cache_dir',
            'download_tiny_shakespeare', 'find_text', 'read_text', 'get_tokenizer', 'encode', 'decode', 'text_sha256',
-           'tokenize_cached', 'TextData', 'split_ids', 'load_dataset', 'Batches']
+           'tokenize_cached', 'TextData', 'split_ids', 'load_dataset', 'Batches', 'unigram_probs', 'BigramModel',
+           'baseline_losses']
 
 # %% ../nbs/00_data.ipynb 7
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -190,3 +191,43 @@ class Batches:
     def state_dict(self) -> dict: return {"pos": self.pos, "gen": self.gen.get_state()}
     def load_state_dict(self, state: dict):
         self.pos = int(state["pos"]); self.gen.set_state(state["gen"])
+
+# %% ../nbs/00_data.ipynb 33
+def unigram_probs(train_ids, vocab_size: int = 50257) -> np.ndarray:
+    "P(token) from counts over `train_ids`, add-one smoothed so that no token has probability 0."
+    counts = np.bincount(np.asarray(train_ids, dtype=np.int64), minlength=vocab_size).astype(np.float64)
+    return (counts + 1) / (counts.sum() + vocab_size)
+
+# %% ../nbs/00_data.ipynb 34
+class BigramModel:
+    "P(next | previous) from pair counts over `train_ids`, interpolated with the unigram (Witten-Bell)."
+    def __init__(self, train_ids, vocab_size: int = 50257):
+        ids = np.asarray(train_ids, dtype=np.int64)
+        self.vocab_size, self.unigram = vocab_size, unigram_probs(ids, vocab_size)
+        # a pair (a, b) is the single integer a·V + b: sorted unique keys and their counts are the whole table
+        self.pairs, self.pair_counts = np.unique(ids[:-1] * vocab_size + ids[1:], return_counts=True)
+        self.seen = np.bincount(ids[:-1], minlength=vocab_size).astype(np.float64)  # c(a): times a had a follower
+        self.followers = np.bincount(self.pairs // vocab_size, minlength=vocab_size).astype(np.float64)  # distinct ones
+
+    def pair_count(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+        "How often each (prev, next) pair occurs in the training ids."
+        keys = prev * self.vocab_size + nxt
+        at = np.minimum(np.searchsorted(self.pairs, keys), len(self.pairs) - 1)
+        return np.where(self.pairs[at] == keys, self.pair_counts[at], 0)
+
+    def probs(self, prev, nxt) -> np.ndarray:
+        "P(nxt | prev) for arrays of token ids."
+        prev, nxt = np.asarray(prev, dtype=np.int64), np.asarray(nxt, dtype=np.int64)
+        c, t = self.seen[prev], self.followers[prev]
+        trust = np.divide(c, c + t, out=np.zeros_like(c), where=c > 0)  # weight of the pair counts for this context
+        counted = np.divide(self.pair_count(prev, nxt), c, out=np.zeros_like(c), where=c > 0)
+        return trust * counted + (1 - trust) * self.unigram[nxt]
+
+# %% ../nbs/00_data.ipynb 35
+def baseline_losses(train_ids, val_ids, vocab_size: int = 50257) -> dict[str, float]:
+    "Mean cross-entropy (nats per token) on `val_ids` of the unigram and the bigram models counted on `train_ids`."
+    val = np.asarray(val_ids, dtype=np.int64)
+    if len(val) < 2: return {}
+    bigram = BigramModel(train_ids, vocab_size)
+    return {"unigram": float(-np.log(bigram.unigram[val[1:]]).mean()),  # the tokens the bigram predicts too
+            "bigram": float(-np.log(bigram.probs(val[:-1], val[1:])).mean())}
