@@ -56,6 +56,52 @@ def test_loss_falls_well_below_its_start(tmp_path):
     assert (r.run_dir/"sample_output.txt").read_text().strip()
 
 
+def test_baselines_and_the_whole_validation_split(tmp_path):
+    "The run measures itself against the unigram/bigram counts of chapter 00, on the whole held-out text."
+    from gpt_mini.data import load_dataset, baseline_losses
+    r = train(quick(tmp_path, steps=6))
+    d = load_dataset()
+    meta = json.loads((r.run_dir/"meta.json").read_text())
+    assert meta["baselines"] == pytest.approx(baseline_losses(d.train, d.val)) and set(meta["baselines"]) == {"unigram", "bigram"}
+    # every consecutive 16-token window of the validation text, scored by the final model
+    n = (len(d.val) - 1) // 16
+    ids = torch.as_tensor(d.val[:n * 16 + 1].astype(np.int64))
+    with torch.no_grad(): expect = r.model.eval()(ids[:-1].view(n, 16), ids[1:].view(n, 16))[1].item()
+    assert r.val_loss_full == pytest.approx(expect, rel=1e-4) and meta["val_loss_full"] == r.val_loss_full
+    log = (r.run_dir/"logs"/"train.log").read_text()
+    assert re.search(r"# baselines on the validation text: unigram \d\.\d{4} \(ppl [\d,]+\), bigram \d\.\d{4}", log), log
+    assert re.search(rf"# validation, whole split \({len(d.val):,} tokens\): loss {r.val_loss_full:.4f} \(ppl ", log)
+    assert re.search(r"eval step 6 \| train \d+\.\d{4} \| val \d+\.\d{4} \(ppl [\d,.]+\)", log)
+    assert T.perplexity(math.log(155.0)) == pytest.approx(155.0) and T.perplexity(1e4) == math.inf
+    if sys.platform.startswith("linux"): assert "# malloc keeps freed memory for reuse" in log  # a CPU run keeps it
+
+
+def test_auto_precision_on_a_cpu_is_measured(monkeypatch):
+    cpu = torch.device("cpu")
+    for speedup, expect in ((2.6, "bf16"), (1.29, "fp32"), (0.5, "fp32")):
+        monkeypatch.setattr(T, "cpu_bf16_speedup", lambda s=speedup: s)
+        p = pick_precision(cpu)
+        assert p.name == expect and f"{speedup:.2f}x" in p.why
+    assert pick_precision(cpu, "fp32").why == ""  # asked for: nothing to explain
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_keep_freed_memory_ends_the_page_faults_of_each_step():
+    "A freed 64 MB buffer comes back as fresh pages (16k faults) every time unless malloc keeps it (then: none)."
+    probe = textwrap.dedent("""
+        import resource, sys, torch
+        import gpt_mini.train as T
+        if sys.argv[1] == "keep": assert T.keep_freed_memory()
+        work = lambda: torch.ones(64 * 2**20 // 4).sum()
+        for _ in range(3): work()  # kept memory: the heap has grown to hold the buffer by then
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt; work()
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)""")
+    faults = {mode: int(subprocess.run([sys.executable, "-c", probe, mode], capture_output=True, text=True, check=True,
+                                       env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}).stdout.split()[-1])
+              for mode in ("default", "keep")}
+    assert faults["default"] > 10_000 and faults["keep"] < 1_000, faults
+
+
 def test_log_lines_have_the_recipe_format(tmp_path):
     r = train(quick(tmp_path, steps=7, log_every=3))
     lines = [l for l in (r.run_dir/"logs"/"train.log").read_text().splitlines() if l.startswith("step ")]
@@ -540,7 +586,7 @@ def test_help_is_complete(capsys):
                  "--grad-clip", "--eval-every", "--log-every", "--ckpt-every", "--max-seconds", "--stop-at", "--model"]:
         assert flag in out, flag
     import re
-    assert re.search(r"seed:\s+5000", out)  # each flag shows every preset's value
+    assert re.search(r"original:\s+5000", out)  # each flag shows every preset's value
 
 
 def test_seed_preset_is_the_recipe():
@@ -559,11 +605,22 @@ def test_seed_preset_is_the_recipe():
     (["--batch-mode", "shuffled"], "invalid choice: 'shuffled'"),
     (["--bogus"], "unrecognized arguments: --bogus"),
     (["--seq-len", "4096"], "seq_len=4096 exceeds the context"),
-    (["--warmup", "900"], "warmup"),
+    (["--warmup", "1900"], "warmup"),
     (["--lr", "-1"], "lr"),
     (["--preset", "huge"], "invalid choice: 'huge'"),
     (["--target-loss", "low"], "expected a number or 'none'"),
     (["--resume", "--overwrite"], "contradict"),
+    # every float flag refuses NaN and inf (NaN passes any `<` check), and the end-of-run sample is checked up front
+    *[([flag, bad], f"{name}={bad} must be a finite number") for flag, name in [
+        ("--lr", "lr"), ("--min-lr", "min_lr"), ("--weight-decay", "weight_decay"), ("--beta1", "beta1"),
+        ("--beta2", "beta2"), ("--grad-clip", "grad_clip"), ("--dropout", "dropout"), ("--val-frac", "val_frac"),
+        ("--target-loss", "target_loss"), ("--max-seconds", "max_seconds"), ("--sample-temperature", "sample_temperature")]
+      for bad in ("nan", "inf")],
+    (["--sample-prompt", ""], "sample_prompt is empty"),
+    (["--sample-top-k", "0"], "sample_top_k=0 must be an integer ≥ 1"),
+    (["--sample-temperature", "-1"], "sample_temperature=-1.0 must be ≥ 0"),
+    (["--seed", str(2**64)], "seed=18446744073709551616 must be an integer in [0, 2**63)"),
+    (["--seed", "-1"], "seed=-1 must be an integer"),
 ])
 def test_bad_flags_get_clear_errors(argv, fragment, capsys):
     with pytest.raises(SystemExit) as e: train_cli(argv)
