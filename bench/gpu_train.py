@@ -1,7 +1,7 @@
 """GPU training: GPT-2 124M in bf16, gpt_mini against transformers' GPT2LMHeadModel, same weights, same run; MFU.
 
-    python bench/gpu_train.py             # on a CUDA machine: 16 × 1024 and the seed recipe's 8 × 256 (≈ 5 minutes)
-    python bench/gpu_train.py --recipe    # also: the seed recipe end to end, time until train loss < 0.1
+    python bench/gpu_train.py             # on a CUDA machine: 16 × 1024 and the original recipe's 8 × 256 (≈ 5 minutes)
+    python bench/gpu_train.py --recipe    # also: the original recipe end to end, time until train loss < 0.1
     python bench/gpu_train.py --quick     # without CUDA: the same code on the CPU with a tiny model (no figures)
 
 One step = bf16 autocast forward with the loss, backward, clip to norm 1, fused AdamW, zero the gradients: the same
@@ -82,13 +82,13 @@ def bench_shape(cfg, batch, seq, device, dtype, rounds, n_steps, compile_, quick
     return res
 
 def recipe(device, quick) -> dict:
-    "The seed recipe end to end (gpt_mini.train, preset 'seed'): wall time until a step's train loss < 0.1."
+    "The original recipe end to end (gpt_mini.train, preset 'original'): wall time until a step's train loss < 0.1."
     import tempfile
     from gpt_mini.train import TrainConfig, train
     with tempfile.TemporaryDirectory() as tmp:
-        changes = dict(out=str(Path(tmp)/"seed"), progress=False, live_plot=False, ckpt_every=0, sample_tokens=20)
+        changes = dict(out=str(Path(tmp)/"original"), progress=False, live_plot=False, ckpt_every=0, sample_tokens=20)
         if quick: changes.update(model="tiny", seq_len=32, steps=3, warmup=1, eval_every=0, eval_batches=1)
-        cfg = TrainConfig.from_preset("seed", **changes)
+        cfg = TrainConfig.from_preset("original", **changes)
         t0 = time.perf_counter()
         r = train(cfg)
         wall = time.perf_counter() - t0
@@ -100,7 +100,7 @@ def main(argv=None) -> dict:
     p = B.base_parser(__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=None, help="steps per measurement (default 10)")
     p.add_argument("--no-compile", action="store_true", help="eager only")
-    p.add_argument("--recipe", action="store_true", help="also time the seed recipe until train loss < 0.1")
+    p.add_argument("--recipe", action="store_true", help="also time the original recipe until train loss < 0.1")
     args = p.parse_args(argv)
     cuda = torch.cuda.is_available()
     info = B.machine_info()
@@ -134,7 +134,7 @@ def main(argv=None) -> dict:
     out = {"machine": info, "measured": cuda, "peak_gflops": peak, "train": rows}
     if args.recipe:
         r = recipe(device, quick)
-        md += B.report("The seed recipe end to end (GPT-2 124M, 8 × 256, until a step's train loss < 0.1)", [r])
+        md += B.report("The original recipe end to end (GPT-2 124M, 8 × 256, until a step's train loss < 0.1)", [r])
         out["recipe"] = r
     out["markdown"] = md
     return out

@@ -27,7 +27,7 @@ def main(argv=None) -> str:
     p.add_argument("--only", choices=SCRIPTS, action="append", help="run only these (repeatable)")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds per comparison")
     p.add_argument("--no-cpu-time", action="store_true", help="skip the load-robust 1-thread CPU-time tables")
-    p.add_argument("--recipe", action="store_true", help="gpu_train: also the seed recipe end to end (GPU only)")
+    p.add_argument("--recipe", action="store_true", help="gpu_train: also the original recipe end to end (GPU only)")
     p.add_argument("--out", default=None, help="write the markdown report here too")
     args = p.parse_args(argv)
     import importlib

@@ -42,6 +42,15 @@ def test_cpu_train_quick(bench, capsys):
     assert names[0] == "gpt_mini" and any(n.startswith("transformers") for n in names)
     assert out["matmul_gflops"] > 0 and all(r["tokens/s (median)"] > 0 for r in out["train"])
 
+def test_cpu_train_allocators_quick(bench, capsys):
+    out = bench("cpu_train").main(["--quick", "--allocators", "--no-cpu-time", "--no-bf16"])
+    text = capsys.readouterr().out
+    assert _has_table(text, "glibc malloc", "page faults per step", "peak RSS MiB") and "original recipe" in text
+    rows = out["allocators"]
+    assert rows[0]["allocator"] == "glibc malloc" and rows[0]["× glibc"] == 1.0
+    assert all(r["tokens/s"] > 0 and r["peak RSS MiB"] > 50 for r in rows)
+    assert any("keep_freed_memory" in r["allocator"] for r in rows)  # the library's own setting, beside the others
+
 def test_gpu_train_quick_runs_anywhere(bench, capsys):
     out = bench("gpu_train").main(["--quick"])  # without CUDA: the same code on the CPU, tiny model
     assert _has_table(capsys.readouterr().out, "gpt_mini eager", "transformers eager", "MFU")
