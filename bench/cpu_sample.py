@@ -211,7 +211,7 @@ def main(argv=None) -> dict:
         rows.append({"model": f"{what}, random init", **agreement(ours, ours_q, val, n_win, win)})
         run_dir = Path(args.run) if args.run else (None if quick else find_trained_run())
         if run_dir is not None:
-            from gpt_mini.train import load_model
+            from gpt_mini.run import load_model
             trained = load_model(run_dir).eval()
             c = trained.config
             rows.append({"model": f"trained run {run_dir.name} ({c.n_layer} layers, {c.n_embd} dim)",

@@ -40,16 +40,14 @@ def download_tiny_shakespeare(dest: Path | None = None, url: str = TINY_SHAKESPE
     "Download tiny Shakespeare once into the cache (atomically) and return its path."
     dest = Path(dest) if dest else cache_dir()/"tinyshakespeare.txt"
     if dest.exists() and dest.stat().st_size > 0: return dest
-    tmp = dest.with_suffix(".part")
+    from gpt_mini.run import CheckpointError, atomic_write  # chapter 05: written whole or not at all, never a half file
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r: tmp.write_bytes(r.read())
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
+        with urllib.request.urlopen(url, timeout=timeout) as r: atomic_write(dest, lambda f: f.write(r.read()))
+    except (OSError, CheckpointError) as e:
         raise DataError(
             f"No training text was found and tiny Shakespeare could not be downloaded from {url} ({e}).\n"
             f"Provide a text file in one of these ways: pass a path (e.g. `gpt-mini train --data FILE`), "
             f"put it at ./input.txt, or set {DATA_ENV}=/path/to/file.txt.") from None
-    os.replace(tmp, dest)  # a crash mid-download never leaves a half file under the final name
     return dest
 
 def find_text(path: str | os.PathLike | None = None, download: bool = True) -> Path:
@@ -115,10 +113,9 @@ def tokenize_cached(text: str, cache: bool = True) -> np.ndarray:
         except (OSError, ValueError): pass  # a damaged cache file is rebuilt below
     ids = np.asarray(encode(text), dtype=np.uint16)
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as f: np.save(f, ids)
-        os.replace(tmp, path)
+        from gpt_mini.run import CheckpointError, atomic_write  # chapter 05: a killed process leaves no half cache file
+        try: atomic_write(path, lambda f: np.save(f, ids))
+        except CheckpointError: pass  # a cache that cannot be written (read-only, full) only makes the next start slower
     return ids
 
 # %% ../nbs/00_data.ipynb 20

@@ -11,7 +11,7 @@ from gradio_client.exceptions import AppError
 from gpt_mini.app import (SamplerInputError, app_cli, build_demo, check_request, check_server, export_space,
                           export_space_cli, free_port, launch, sample_stream)
 from gpt_mini.model import GPT, GPTConfig
-from gpt_mini.train import CheckpointError, save_model
+from gpt_mini.run import CheckpointError, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -213,7 +213,7 @@ def test_a_run_folder_on_a_cpu_is_served_on_the_fast_cpu_path(run_dir):
     import torch
     from gpt_mini.app import load_sampler_model, model_facts
     from gpt_mini.model import generate
-    from gpt_mini.train import load_model
+    from gpt_mini.run import load_model
     plain = load_model(run_dir)
     packed, _ = load_sampler_model(run_dir, device="cpu")
     assert "float32 on oneDNN" in model_facts(packed) or not torch.backends.mkldnn.is_available()

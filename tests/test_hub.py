@@ -12,7 +12,8 @@ from gpt_mini import hub
 from gpt_mini.data import encode, get_tokenizer
 from gpt_mini.hub import MARKER, export_hf, export_hf_cli, tokenizer_files
 from gpt_mini.model import GPT, GPTConfig, generate, stream_text
-from gpt_mini.train import TrainConfig, load_model, save_model, train
+from gpt_mini.train import TrainConfig, train
+from gpt_mini.run import load_model, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["ROMEO:", "To be, or not to be", "  two spaces, then\nnewline"]

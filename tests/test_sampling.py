@@ -143,7 +143,7 @@ def test_plots_render(tiny_model, tmp_path):
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, tiny_model):
-    from gpt_mini.train import save_model
+    from gpt_mini.run import save_model
     return save_model(tiny_model, tmp_path_factory.mktemp("runs")/"tiny")
 
 
@@ -269,7 +269,7 @@ def test_sample_cli_unreadable_run_exits_1(tmp_path, run_dir, capsys):
 
 
 def test_sample_cli_nan_weights_exit_1_with_one_line(tmp_path, capsys):
-    from gpt_mini.train import save_model
+    from gpt_mini.run import save_model
     model = GPT(GPTConfig.from_preset("tiny"))
     with torch.no_grad(): model.lm_head.weight.fill_(float("nan"))
     run = save_model(model, tmp_path/"nan")
@@ -280,7 +280,7 @@ def test_sample_cli_nan_weights_exit_1_with_one_line(tmp_path, capsys):
 
 def test_sample_cli_with_a_padded_vocabulary(tmp_path, capsys):
     "nanoGPT's vocab_size 50304: the 47 extra ids have no text, and must never be sampled (they were: KeyError '50294')."
-    from gpt_mini.train import save_model
+    from gpt_mini.run import save_model
     torch.manual_seed(0)
     model = GPT(GPTConfig.from_preset("tiny", vocab_size=50304))
     with torch.no_grad(): model.lm_head.weight[50257:] *= 100  # the padding rows would win every step
@@ -292,7 +292,7 @@ def test_sample_cli_with_a_padded_vocabulary(tmp_path, capsys):
 
 
 def test_sample_cli_with_a_smaller_vocabulary(tmp_path, capsys):
-    from gpt_mini.train import save_model
+    from gpt_mini.run import save_model
     run = save_model(GPT(GPTConfig.from_preset("tiny", vocab_size=1000)), tmp_path/"small_vocab")
     err = one_line_error(capsys, ["--ckpt", str(run), "--prompt", "Hello"], 2).err
     assert "'Hello' (id 15496) is outside the model's vocabulary" in err

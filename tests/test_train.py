@@ -20,7 +20,7 @@ import torch
 import gpt_mini.train as T
 from gpt_mini.model import GPT, GPTConfig
 from gpt_mini.train import (CheckpointError, TrainConfig, TrainingDiverged, atomic_write, build_parser, config_from_args,
-                            ensure_run, format_log_line, load_model, longest_common_substring, make_optimizer,
+                            ensure_run, format_log_line, load_model, make_optimizer,
                             pick_precision, run_lock, save_model, smooth, train, train_cli)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,7 +258,8 @@ def test_read_only_output_folder_is_refused_up_front(tmp_path, monkeypatch):
         if any(c in mode for c in "wax+") and Path(file).resolve().is_relative_to((tmp_path/"run").resolve()):
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(file))
         return real_open(file, mode, *a, **k)
-    monkeypatch.setattr(T, "open", read_only_open, raising=False)
+    import gpt_mini.run
+    monkeypatch.setattr(gpt_mini.run, "open", read_only_open, raising=False)
     with pytest.raises(CheckpointError, match=r"Cannot write in .*run \(Read-only file system\): choose a writable folder"):
         train(quick(tmp_path, resume=True))
     monkeypatch.undo()
@@ -295,36 +296,6 @@ def test_a_real_full_disk_and_a_real_read_only_mount(tmp_path):
         assert torch.load(disk/"run"/"state.pt", weights_only=True)["step"] == 3
     finally:
         subprocess.run(["umount", str(disk)], check=True)
-
-
-def test_atomic_write_survives_sigkill(tmp_path):
-    path = tmp_path/"state.pt"
-    atomic_write(path, lambda f: torch.save({"version": 0, "payload": torch.zeros(10)}, f))
-    child = textwrap.dedent(f"""
-        import io, sys, time, torch
-        from gpt_mini.train import atomic_write
-        def slow_write(f, version):
-            buf = io.BytesIO(); torch.save({{"version": version, "payload": torch.full((4_000_000,), float(version))}}, buf)
-            data = buf.getvalue()
-            for i in range(0, len(data), 1 << 20):
-                f.write(data[i:i + (1 << 20)]); f.flush()
-                if i >= len(data) // 2: print("half", flush=True); time.sleep(5)  # killed here, mid-write
-        for version in range(1, 100): atomic_write({str(path)!r}, lambda f: slow_write(f, version))
-    """)
-    p = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
-    try:
-        assert p.stdout.readline().strip() == "half"
-        p.send_signal(signal.SIGKILL)
-        p.wait(timeout=30)
-    finally:
-        if p.poll() is None: p.kill()
-    assert p.returncode == -signal.SIGKILL
-    state = torch.load(path, weights_only=True)
-    assert state["version"] == 0 and torch.equal(state["payload"], torch.zeros(10))
-    leftovers = list(tmp_path.glob(".*.tmp"))
-    assert leftovers  # the dead writer's temp file, never the real name
-    T.remove_stale_temps(tmp_path)
-    assert not list(tmp_path.glob(".*.tmp"))
 
 
 # ---- Ctrl-C and SIGKILL, on real processes ---------------------------------------------------------------------------
@@ -420,106 +391,6 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, uninterrupted):
     assert not list(out.glob(".*.tmp"))  # the next run cleans up what a killed save left
 
 
-# ---- the run folder ---------------------------------------------------------------------------------------------------------
-
-@pytest.fixture
-def saved(tmp_path):
-    torch.manual_seed(0)
-    model = GPT(GPTConfig.from_preset("tiny")).eval()
-    save_model(model, tmp_path/"m", meta={"note": "x"})
-    return model, tmp_path/"m"
-
-
-def test_checkpoint_round_trip(saved):
-    model, d = saved
-    back = load_model(d)
-    idx = torch.randint(0, 50257, (2, 10))
-    with torch.no_grad(): assert torch.equal(back(idx), model(idx))
-    assert weights_equal(back, model) and not back.training
-    assert back.lm_head.weight is back.transformer.wte.weight
-    assert json.loads((d/"config.json").read_text()) == model.config.to_dict()
-    assert json.loads((d/"meta.json").read_text()) == {"note": "x"}
-    from safetensors import safe_open
-    with safe_open(d/"model.safetensors", "pt") as f:  # the tied matrix is stored once
-        assert ("lm_head.weight" in f.keys()) != ("transformer.wte.weight" in f.keys())
-    pt = torch.load(d/"model.pt", weights_only=True)
-    assert set(pt) == set(model.state_dict())
-    os.remove(d/"model.safetensors")  # model.pt alone (the recipe's export) loads too
-    assert weights_equal(load_model(d), model)
-
-
-def test_load_accepts_prefixed_and_wrapped_state_dicts(saved):
-    model, d = saved
-    os.remove(d/"model.safetensors")
-    torch.save({"model": {"_orig_mod." + k: v for k, v in model.state_dict().items()}}, d/"model.pt")
-    assert weights_equal(load_model(d), model)
-
-
-def test_config_mismatch_names_fields(saved):
-    _, d = saved
-    cfg = json.loads((d/"config.json").read_text())
-    (d/"config.json").write_text(json.dumps({**cfg, "n_embd": 128, "n_layer": 3, "block_size": 32}))
-    with pytest.raises(CheckpointError) as e: load_model(d)
-    msg = str(e.value)
-    for fragment in ["n_embd=64 in the weights but 128 in config.json", "n_layer=2 in the weights but 3",
-                     "block_size=64 in the weights but 32", "model.safetensors"]:
-        assert fragment in msg, msg
-
-
-@pytest.mark.parametrize("content,fragment", [
-    ('{"n_layer": 2, "n_head": 2}', r"missing field\(s\): n_embd, block_size"),
-    ('{"n_layer": 2, "n_head": 2, "n_embd": 64, "block_size": 64, "flash": 1}', r"unknown field\(s\): flash"),
-    ('{"n_layer": 0, "n_head": 2, "n_embd": 64, "block_size": 64}', "n_layer=0"),
-    ('{"n_layer": 2, "n_he', "not valid JSON"),
-    ('[1, 2]', "JSON object"),
-])
-def test_bad_config_json(saved, content, fragment):
-    _, d = saved
-    (d/"config.json").write_text(content)
-    with pytest.raises(CheckpointError, match=fragment): load_model(d)
-
-
-def test_missing_files(saved, tmp_path):
-    _, d = saved
-    with pytest.raises(CheckpointError, match="does not exist"): load_model(tmp_path/"nowhere")
-    os.remove(d/"model.safetensors"); os.remove(d/"model.pt")
-    with pytest.raises(CheckpointError, match="no weights"): load_model(d)
-    os.remove(d/"config.json")
-    with pytest.raises(CheckpointError, match="no config.json"): load_model(d)
-
-
-@pytest.mark.parametrize("name", ["model.safetensors", "model.pt"])
-def test_truncated_or_corrupted_weights(saved, name):
-    _, d = saved
-    if name == "model.pt": os.remove(d/"model.safetensors")
-    data = (d/name).read_bytes()
-    (d/name).write_bytes(data[:len(data) // 2])
-    with pytest.raises(CheckpointError, match=f"{name}.*corrupted or truncated"): load_model(d)
-    (d/name).write_bytes(b"\x00garbage" * 10)
-    with pytest.raises(CheckpointError, match="corrupted"): load_model(d)
-
-
-def test_weights_of_another_shape(saved, tmp_path):
-    _, d = saved
-    torch.manual_seed(0)
-    other = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=64))
-    save_model(other, tmp_path/"other")
-    os.replace(tmp_path/"other"/"model.safetensors", d/"model.safetensors")
-    with pytest.raises(CheckpointError, match="n_embd=32 in the weights but 64 in config.json"): load_model(d)
-
-
-def test_model_pt_is_read_weights_only(saved):
-    _, d = saved
-    os.remove(d/"model.safetensors")
-
-    class Evil:
-        def __reduce__(self): return (os.system, ("echo pwned",))
-    torch.save({"x": Evil()}, d/"model.pt")
-    with pytest.raises(CheckpointError, match="model.pt could not be read"): load_model(d)
-
-
-# ---- optimizer, precision -----------------------------------------------------------------------------------------------------
-
 def test_weight_decay_on_2d_only():
     model = GPT(GPTConfig.from_preset("tiny"))
     opt = make_optimizer(model, 1e-3, weight_decay=0.1)
@@ -543,41 +414,6 @@ def test_precision_choice():
 
 
 # ---- memorization measure ---------------------------------------------------------------------------------------------------
-
-def _brute(a, b):
-    best = 0
-    for i in range(len(a)):
-        for j in range(len(b)):
-            k = 0
-            while i + k < len(a) and j + k < len(b) and a[i + k] == b[j + k]: k += 1
-            best = max(best, k)
-    return best
-
-
-def test_longest_common_substring_matches_brute_force():
-    rng = np.random.default_rng(1)
-    for _ in range(300):
-        a, b = rng.integers(0, 4, rng.integers(0, 25)), rng.integers(0, 4, rng.integers(0, 25))
-        n, i, j = longest_common_substring(a, b)
-        assert n == _brute(list(a), list(b))
-        assert list(a[i:i + n]) == list(b[j:j + n])
-    assert longest_common_substring("to be or not to be", "not to bed") == (9, 9, 0)
-    assert longest_common_substring(torch.tensor([5, 6, 7]), [1, 6, 7, 2]) == (2, 1, 1)
-
-
-def test_longest_common_substring_is_fast_on_the_corpus(corpus):
-    from gpt_mini.data import load_dataset
-    train_ids = load_dataset(corpus).train
-    sample = np.concatenate([np.arange(50_000, 50_100), train_ids[1000:1300], np.arange(50_000, 50_100)])
-    t0 = time.perf_counter()
-    n, i, j = longest_common_substring(sample, train_ids)
-    assert n >= 300 and i == 100 and (train_ids[j:j + n] == sample[i:i + n]).all()
-    assert time.perf_counter() - t0 < 5
-    text = corpus.read_text()
-    assert longest_common_substring(text[5000:5200], text)[0] == 200
-
-
-# ---- CLI ---------------------------------------------------------------------------------------------------------------------
 
 def test_help_is_complete(capsys):
     with pytest.raises(SystemExit) as e: train_cli(["--help"])
@@ -678,3 +514,36 @@ def test_ddp_two_ranks_equal_grad_accum(tmp_path):
         torch.testing.assert_close(ddp_state["model"][k], v, rtol=0, atol=1e-5)
     meta = json.loads((tmp_path/"ddp"/"meta.json").read_text())
     assert meta["world_size"] == 2 and meta["tokens_seen"] == 10 * 2 * 16 * 2
+
+
+# ---- never lose what was there ----------------------------------------------------------------------------------------------
+
+def test_train_refuses_a_folder_of_someone_elses_files(tmp_path, capsys):
+    project = tmp_path/"project"; project.mkdir()
+    (project/"config.json").write_text('{"my": "settings"}'); (project/".draft.tmp").write_text("mine")
+    before = {p.name: p.read_bytes() for p in project.iterdir()}
+    for extra in ([], ["--overwrite"]):
+        assert train_cli(["--preset", "tiny", "--steps", "6", "--out", str(project), "--no-progress", *extra]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "holds files that gpt_mini did not write" in err and str(project) in err
+    assert {p.name: p.read_bytes() for p in project.iterdir()} == before  # not even a .lock was added
+
+
+def test_overwrite_keeps_the_old_run_resumable_when_the_new_start_fails(tmp_path, capsys):
+    cfg = quick(tmp_path, ckpt_every=4)
+    train(cfg, stop_at=8)
+    state = (tmp_path/"run"/"state.pt").read_bytes()
+    argv = ["--preset", "tiny", "--out", cfg.out, "--overwrite", "--data", str(tmp_path/"no-such.txt"), "--no-progress"]
+    assert train_cli(argv) == 1 and "no-such.txt" in capsys.readouterr().err
+    assert (tmp_path/"run"/"state.pt").read_bytes() == state
+    assert train(cfg, resume=True).steps_done == cfg.steps  # still resumable
+
+
+def test_a_log_that_is_a_link_is_refused_and_its_target_kept(tmp_path, capsys):
+    cfg = quick(tmp_path)
+    train(cfg, stop_at=4)
+    victim = tmp_path/"victim.txt"; victim.write_text("keep me")
+    log = tmp_path/"run"/"logs"/"train.log"; log.unlink(); log.symlink_to(victim)
+    assert train_cli(["--preset", "tiny", "--out", cfg.out, "--resume", "--no-progress", "--device", "cpu"]) == 1
+    assert "symbolic link" in capsys.readouterr().err
+    assert victim.read_text() == "keep me"
