@@ -16,8 +16,10 @@ import random
 import re
 import signal
 import sys
+import textwrap
 import threading
 import time
+import typing
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -35,11 +37,11 @@ from .run import (CheckpointError, atomic_write, atomic_write_text, check_no_lin
                           save_model, unwrap)
 
 # %% auto 0
-__all__ = ['DTYPES', 'TRAIN_PRESETS', 'PRESET_ALIASES', 'Precision', 'cpu_bf16_speedup', 'pick_precision', 'keep_freed_memory',
-           'seed_everything', 'rng_state', 'set_rng_state', 'make_optimizer', 'set_lr', 'train_step', 'TrainConfig',
-           'format_log_line', 'perplexity', 'smooth', 'loss_figure', 'display_attached', 'LivePlot', 'TrainingDiverged',
-           'TrainResult', 'train', 'dist_env', 'RunState', 'build_parser', 'config_from_args', 'train_cli',
-           'ensure_run']
+__all__ = ['DTYPES', 'CHOICES', 'TRAIN_PRESETS', 'PRESET_ALIASES', 'Precision', 'cpu_bf16_speedup', 'pick_precision',
+           'keep_freed_memory', 'seed_everything', 'rng_state', 'set_rng_state', 'make_optimizer', 'set_lr',
+           'train_step', 'TrainConfig', 'format_log_line', 'perplexity', 'smooth', 'loss_figure', 'display_attached',
+           'LivePlot', 'TrainingDiverged', 'TrainResult', 'train', 'dist_env', 'RunState', 'config_fields',
+           'build_parser', 'read_train_config', 'write_train_config', 'config_from_args', 'train_cli', 'ensure_run']
 
 # %% ../nbs/06_train.ipynb 7
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -175,18 +177,18 @@ class TrainConfig:
     min_lr: float = 1e-4              # the floor the cosine decays to
     warmup: int = 30                  # linear warmup steps
     weight_decay: float = 0.1         # AdamW decay of the 2-D weights
-    beta1: float = 0.9
-    beta2: float = 0.95
+    beta1: float = 0.9                # AdamW's decay of its gradient average
+    beta2: float = 0.95               # AdamW's decay of its squared-gradient average
     grad_clip: float = 1.0            # clip the gradient norm to this (0: never clip)
-    dropout: float = 0.0
+    dropout: float = 0.0              # dropout probability (0: none)
     target_loss: float | None = 0.099999  # stop once a step's train loss is below this (None: never)
     batch_mode: str = "random"        # random or sequential windows
     val_frac: float = 0.1             # held-out fraction at the end of the text
     eval_every: int = 100             # validation every N steps (0: only at the end)
     eval_batches: int = 10            # batches per validation estimate
-    log_every: int = 50               # a log line every N steps
+    log_every: int = 50               # a log line every N steps (0: only the last)
     ckpt_every: int = 250             # save state.pt every N steps (0: only at the end)
-    seed: int = 1337
+    seed: int = 1337                  # random seed of the weights, the batches and the sample
     device: str = "auto"              # auto, cpu, cuda, cuda:N, mps
     dtype: str = "auto"               # auto, fp32, bf16, fp16
     compile: bool = False             # torch.compile the model
@@ -194,10 +196,10 @@ class TrainConfig:
     overwrite: bool = False           # start afresh even if `out` already holds a run
     max_seconds: float | None = None  # stop (resumably) after this much wall time
     stop_at: int | None = None        # pause (resumably) once this many steps are done
-    sample_tokens: int = 300          # length of the sample written at the end
-    sample_prompt: str = "\n"
-    sample_temperature: float = 0.8
-    sample_top_k: int | None = 50
+    sample_tokens: int = 300          # length of the sample written at the end (0: none)
+    sample_prompt: str = "\n"         # prompt of that sample
+    sample_temperature: float = 0.8   # temperature of that sample (0: greedy)
+    sample_top_k: int | None = 50     # top-k of that sample (None: no limit)
     progress: bool = True             # a tqdm progress bar
     live_plot: bool = True            # a live loss plot when a notebook display is attached
     preset: str | None = None         # the preset this config started from (recorded in meta.json)
@@ -251,15 +253,17 @@ class TrainConfig:
         if self.grad_clip is not None and self.grad_clip < 0: bad.append(f"grad_clip={self.grad_clip} must be ≥ 0 (0: no clipping)")
         if not 0 <= self.dropout < 1: bad.append(f"dropout={self.dropout} must be in [0, 1)")
         if self.target_loss is not None and not self.target_loss > 0: bad.append(f"target_loss={self.target_loss} must be > 0 (or None)")
-        if self.batch_mode not in ("random", "sequential"): bad.append(f"batch_mode={self.batch_mode!r} must be random or sequential")
+        if self.batch_mode not in CHOICES["batch_mode"]: bad.append(f"batch_mode={self.batch_mode!r} must be random or sequential")
         if not 0 <= self.val_frac < 1: bad.append(f"val_frac={self.val_frac} must be in [0, 1)")
-        if self.dtype not in ("auto", *DTYPES): bad.append(f"dtype={self.dtype!r} must be auto, fp32, bf16 or fp16")
+        if self.dtype not in CHOICES["dtype"]: bad.append(f"dtype={self.dtype!r} must be auto, fp32, bf16 or fp16")
         if self.max_seconds is not None and not self.max_seconds > 0: bad.append(f"max_seconds={self.max_seconds} must be > 0")
         if self.stop_at is not None and (not isinstance(self.stop_at, int) or self.stop_at < 1):
             bad.append(f"stop_at={self.stop_at!r} must be an integer ≥ 1")
         if self.resume and self.overwrite: bad.append("resume and overwrite contradict each other: pick one")
         if bad: raise ValueError("Bad training config: " + "; ".join(bad))
         return self
+
+CHOICES = {"batch_mode": ("random", "sequential"), "dtype": ("auto", *DTYPES)}  # the fields with a fixed set of values
 
 TRAIN_PRESETS = {
     # The recipe this project grew from, unchanged (it was called `seed` before; that name still works).
@@ -448,6 +452,7 @@ class RunState:
         if self.main:
             if cfg.overwrite: (self.out/"state.pt").unlink(missing_ok=True)  # only now that the new run has started
             mark_run_folder(self.out)
+            write_train_config(cfg, self.out)  # `gpt-mini train --config` repeats the run from it
         self.t_start = time.perf_counter()
         if self.main: self._open_logs()
         self._catch_stop_signals()
@@ -710,84 +715,114 @@ class RunState:
         return False
 
 # %% ../nbs/06_train.ipynb 59
-_FLAGS = [  # (flag, TrainConfig field, type, help)
-    ("--model", "model", str, f"model size: {', '.join(PRESETS)}"),
-    ("--data", "data", str, "training text file (default: ./input.txt, $GPT_MINI_DATA, else tiny Shakespeare, downloaded once)"),
-    ("--out", "out", str, "the run folder to write"),
-    ("--steps", "steps", int, "optimizer steps; the LR schedule spans them"),
-    ("--batch-size", "batch_size", int, "windows per micro-batch (per process under torchrun)"),
-    ("--seq-len", "seq_len", int, "tokens per window (at most the model's context)"),
-    ("--grad-accum", "grad_accum", int, "micro-batches accumulated per optimizer step"),
-    ("--lr", "lr", float, "peak learning rate"),
-    ("--min-lr", "min_lr", float, "floor of the cosine decay"),
-    ("--warmup", "warmup", int, "linear warmup steps"),
-    ("--weight-decay", "weight_decay", float, "AdamW weight decay (2-D weights only)"),
-    ("--beta1", "beta1", float, "AdamW beta1"),
-    ("--beta2", "beta2", float, "AdamW beta2"),
-    ("--grad-clip", "grad_clip", float, "clip the gradient norm to this (0: no clipping)"),
-    ("--dropout", "dropout", float, "dropout probability"),
-    ("--target-loss", "target_loss", "float_or_none", "stop once a step's train loss is below this ('none': never)"),
-    ("--batch-mode", "batch_mode", ["random", "sequential"], "how training windows are picked"),
-    ("--val-frac", "val_frac", float, "fraction of the text held out for validation (0: none)"),
-    ("--eval-every", "eval_every", int, "validation every N steps (0: only at the end)"),
-    ("--eval-batches", "eval_batches", int, "batches per validation estimate"),
-    ("--log-every", "log_every", int, "a log line every N steps (0: only the last)"),
-    ("--ckpt-every", "ckpt_every", int, "save state.pt every N steps (0: only at the end)"),
-    ("--seed", "seed", int, "random seed"),
-    ("--device", "device", str, "auto, cpu, cuda, cuda:N or mps"),
-    ("--dtype", "dtype", ["auto", "fp32", "bf16", "fp16"], "number format (auto: bf16 on Ampere+, fp16 on older GPUs, fp32 on CPU)"),
-    ("--max-seconds", "max_seconds", float, "stop (resumably) after this much wall time"),
-    ("--stop-at", "stop_at", int, "pause (resumably) once this many steps are done"),
-    ("--sample-tokens", "sample_tokens", int, "length of the sample written at the end (0: none)"),
-    ("--sample-prompt", "sample_prompt", str, "prompt of that sample"),
-    ("--sample-temperature", "sample_temperature", float, "temperature of that sample"),
-    ("--sample-top-k", "sample_top_k", "int_or_none", "top-k of that sample ('none': no limit)"),
-]
+# fields that are no flags: --preset is a flag of its own, the live plot is for notebooks
+_NOT_FLAGS = ("preset", "live_plot")
+# fields about one invocation, not about the run: left out of the run's train_config.json
+_INVOCATION_FIELDS = ("resume", "overwrite", "stop_at", "max_seconds", "progress", "live_plot")
 
-def _float_or_none(s: str):
-    if s.strip().lower() in ("none", "off", "no"): return None
-    try: return float(s)
-    except ValueError: raise argparse.ArgumentTypeError(f"expected a number or 'none', got {s!r}") from None
+def config_fields() -> list[tuple[str, type, bool, str]]:
+    "(name, type, accepts None, help) of every TrainConfig field: from its annotation and the comment beside it."
+    from fastcore.docments import docments
+    docs, hints = docments(TrainConfig), typing.get_type_hints(TrainConfig)
+    out = []
+    for f in dataclasses.fields(TrainConfig):
+        args = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
+        out.append((f.name, args[0] if args else hints[f.name], bool(typing.get_args(hints[f.name])), docs.get(f.name) or ""))
+    return out
 
-def _int_or_none(s: str):
-    if s.strip().lower() in ("none", "off", "no"): return None
-    try: return int(s)
-    except ValueError: raise argparse.ArgumentTypeError(f"expected an integer or 'none', got {s!r}") from None
+def _value_or_none(kind: type):
+    def parse(s: str):
+        if s.strip().lower() in ("none", "off", "no"): return None
+        try: return kind(s)
+        except ValueError: raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'} or 'none', got {s!r}") from None
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+def _preset_table() -> str:
+    "One line per preset: what it changes from the defaults."
+    base = TrainConfig().to_dict()
+    lines = []
+    for name in TRAIN_PRESETS:
+        changed = {k: v for k, v in TrainConfig.from_preset(name).to_dict().items() if k != "preset" and v != base[k]}
+        lines.append(textwrap.fill(" ".join(f"{k}={v!r}" for k, v in changed.items()) or "the defaults above", 116,
+                                   initial_indent=f"  {name + ':':10}", subsequent_indent=" " * 12))
+    return "\n".join(lines)
 
 def build_parser(prog: str = "gpt-mini train") -> argparse.ArgumentParser:
-    "The parser of `gpt-mini train`; each flag's help lists its value in every preset."
+    "The parser of `gpt-mini train`: one flag per TrainConfig field, its help the field's comment, its default the field's."
     p = argparse.ArgumentParser(prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train a GPT on a text file and write a run folder (config.json, model.safetensors, model.pt, "
-                    "meta.json, logs/train.log, sample_output.txt, loss.png, state.pt).",
-        epilog="examples:\n  gpt-mini train                                # the small CPU preset on tiny Shakespeare\n"
+                    "meta.json, train_config.json, logs/train.log, sample_output.txt, loss.png, state.pt).",
+        epilog="presets (what each changes from the defaults):\n" + _preset_table() + "\n\n"
+               "examples:\n  gpt-mini train                                # the small CPU preset on tiny Shakespeare\n"
                "  gpt-mini train --preset original              # the original recipe: GPT-2 124M, 5000 steps (GPU)\n"
                "  gpt-mini train --preset tuned                 # the same model and target in half the tokens\n"
                "  gpt-mini train --data my.txt --steps 2000 --out runs/mine\n"
                "  gpt-mini train --out runs/mine --resume       # continue an interrupted run\n"
+               "  gpt-mini train --config runs/mine/train_config.json --out runs/again   # repeat a run\n"
                "  torchrun --nproc_per_node 4 -m gpt_mini.train --preset original   # several GPUs (DDP)")
-    p.add_argument("--preset", choices=[*TRAIN_PRESETS, *PRESET_ALIASES], default="small", metavar="{" + ",".join(TRAIN_PRESETS) + "}",
+    p.add_argument("--preset", choices=[*TRAIN_PRESETS, *PRESET_ALIASES], default=None, metavar="{" + ",".join(TRAIN_PRESETS) + "}",
                    help="starting values for every flag below (default: small; `seed` is the old name of `original`)")
-    for flag, name, kind, text in _FLAGS:
-        values = ", ".join(f"{preset}: {TrainConfig.from_preset(preset).to_dict()[name]!r}" for preset in TRAIN_PRESETS)
-        kw = {"choices": kind} if isinstance(kind, list) else \
-             {"type": {"float_or_none": _float_or_none, "int_or_none": _int_or_none}.get(kind, kind)}
-        p.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=f"{text} ({values})", **kw)
-    # flags left out are absent from the parsed namespace (SUPPRESS), so the preset's value stays, even for None values
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                   help="torch.compile the model (default: off)")
-    p.add_argument("--resume", action="store_true", default=argparse.SUPPRESS, help="continue the run in --out from its state.pt")
-    p.add_argument("--overwrite", action="store_true", default=argparse.SUPPRESS,
-                   help="start afresh even if --out already holds a run")
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=argparse.SUPPRESS,
-                   help="no progress bar (log lines only)")
+    p.add_argument("--config", metavar="FILE", default=None,
+                   help="a whole training config, JSON or TOML (a run's train_config.json, or its folder): its values "
+                        "replace the preset's, and flags win over both")
+    defaults = TrainConfig()
+    for name, kind, optional, doc in config_fields():
+        if name in _NOT_FLAGS: continue
+        flag, default = "--" + name.replace("_", "-"), getattr(defaults, name)
+        text = doc.replace("%", "%%")
+        # flags left out are absent from the parsed namespace (SUPPRESS): the preset's (or the file's) value stays
+        if kind is bool:
+            p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                           help=f"{text} (default: {'on' if default else 'off'})")
+            continue
+        kw = {"choices": CHOICES[name]} if name in CHOICES else \
+             {"type": _value_or_none(kind) if optional and kind in (int, float) else kind}
+        p.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=f"{text} (default: {default!r})", **kw)
     return p
 
+def read_train_config(path: str | os.PathLike) -> dict:
+    "The fields in a JSON or TOML training config (a file, or a run folder's train_config.json), checked by name and type."
+    path = Path(path)
+    if path.is_dir(): path = path/"train_config.json"
+    try: raw = path.read_bytes()
+    except OSError as e: raise ValueError(f"--config {path}: {e.strerror or e}") from None
+    try:
+        if path.suffix.lower() == ".toml":
+            try: import tomllib
+            except ImportError:  # Python 3.10
+                try: import tomli as tomllib
+                except ImportError: raise ValueError(f"--config {path}: reading TOML needs Python 3.11+ or `pip install tomli`; "
+                                                     f"or write the config as JSON") from None
+            values = tomllib.loads(raw.decode("utf-8"))
+        else: values = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e: raise ValueError(f"--config {path} is not valid {path.suffix[1:].upper() or 'JSON'}: {e}") from None
+    if not isinstance(values, dict): raise ValueError(f"--config {path} should hold an object of TrainConfig fields")
+    fields = {name: (kind, optional) for name, kind, optional, _ in config_fields()}
+    bad = [f"unknown field {k!r}" for k in values if k not in fields]
+    for k, v in values.items():
+        if k not in fields or (v is None and fields[k][1]): continue
+        kind = fields[k][0]
+        ok = isinstance(v, bool) if kind is bool else (not isinstance(v, bool) and isinstance(v, (int, float) if kind is float else kind))
+        if not ok: bad.append(f"{k}={v!r} should be {'null or ' if fields[k][1] else ''}{kind.__name__}")
+    if bad: raise ValueError(f"--config {path}: " + "; ".join(bad))
+    return values
+
+def write_train_config(cfg: TrainConfig, run_dir: str | os.PathLike) -> Path:
+    "The run's train_config.json: what `--config` needs to repeat the run (without this invocation's own flags)."
+    values = {k: v for k, v in cfg.to_dict().items() if k not in _INVOCATION_FIELDS}
+    return atomic_write_text(Path(run_dir)/"train_config.json", json.dumps(values, indent=2) + "\n")
+
 def config_from_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> TrainConfig:
-    "The TrainConfig that command-line arguments describe (argparse errors exit with status 2 and a clear message)."
+    "The TrainConfig that command-line arguments describe: preset, then --config FILE, then flags (errors exit 2)."
     parser = parser or build_parser()
     args = vars(parser.parse_args(argv))
-    preset = args.pop("preset")
-    try: return TrainConfig.from_preset(preset, **{"live_plot": False, **args}).validate()
+    preset, config_file = args.pop("preset"), args.pop("config")
+    try:
+        values = read_train_config(config_file) if config_file else {}
+        preset = preset or values.pop("preset", None) or "small"
+        values.pop("preset", None)
+        return TrainConfig.from_preset(preset, **{"live_plot": False, **values, **args}).validate()
     except ValueError as e: parser.error(str(e))
 
 def train_cli(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
 "Training: the loop learns, is reproducible and resumable, saves atomically, stops on nan, and its run folder loads."
+import dataclasses
 import errno
 import json
 import math
@@ -424,7 +425,8 @@ def test_help_is_complete(capsys):
                  "--grad-clip", "--eval-every", "--log-every", "--ckpt-every", "--max-seconds", "--stop-at", "--model"]:
         assert flag in out, flag
     import re
-    assert re.search(r"original:\s+5000", out)  # each flag shows every preset's value
+    assert re.search(r"original: +model='gpt2' .*steps=5000", out)  # the presets, once, with what each changes
+    assert "tuned:" not in out.split("presets (")[0]  # and no flag repeats every preset's value
 
 
 def test_seed_preset_is_the_recipe():
@@ -547,3 +549,46 @@ def test_a_log_that_is_a_link_is_refused_and_its_target_kept(tmp_path, capsys):
     assert train_cli(["--preset", "tiny", "--out", cfg.out, "--resume", "--no-progress", "--device", "cpu"]) == 1
     assert "symbolic link" in capsys.readouterr().err
     assert victim.read_text() == "keep me"
+
+
+
+# ---- the command line is the config ------------------------------------------------------------------------------------------
+
+def test_every_config_field_is_a_flag_with_the_fields_own_help():
+    from gpt_mini.train import _NOT_FLAGS, config_fields
+    actions = {a.dest: a for a in build_parser()._actions}
+    fields = [f for f in config_fields() if f[0] not in _NOT_FLAGS]
+    assert len(fields) == len(dataclasses.fields(TrainConfig)) - len(_NOT_FLAGS)
+    for name, kind, optional, doc in fields:
+        assert name in actions, name
+        assert doc and actions[name].help.startswith(doc.replace("%", "%%")), (name, actions[name].help, doc)
+        assert "--" + name.replace("_", "-") in actions[name].option_strings
+
+
+def test_a_run_repeats_from_its_train_config(tmp_path):
+    first = train(quick(tmp_path, steps=6))
+    saved = json.loads((first.run_dir/"train_config.json").read_text())
+    assert saved["steps"] == 6 and "resume" not in saved and "stop_at" not in saved
+    again = config_from_args(["--config", str(first.run_dir), "--out", str(tmp_path/"again")])
+    assert {**again.to_dict(), "out": None, "live_plot": None, "progress": None} == \
+           {**quick(tmp_path, steps=6).to_dict(), "out": None, "live_plot": None, "progress": None}
+    assert train(again).history["loss"] == first.history["loss"]  # the same run, step for step
+    toml = tmp_path/"c.toml"; toml.write_text('preset = "tiny"\nsteps = 7\nlr = 2e-3\ntarget_loss = 0.5\n')
+    c = config_from_args(["--config", str(toml), "--steps", "9"])
+    assert (c.model, c.steps, c.lr, c.target_loss) == ("tiny", 9, 2e-3, 0.5)  # the file over the preset, flags over both
+
+
+@pytest.mark.parametrize("content,fragment", [
+    ('{"stpes": 5}', "unknown field 'stpes'"),
+    ('{"steps": "5"}', "steps='5' should be int"),
+    ('{"compile": 1}', "compile=1 should be bool"),
+    ('{"lr": true}', "lr=True should be float"),
+    ("[1, 2]", "should hold an object"),
+    ("{", "is not valid JSON"),
+])
+def test_bad_config_files_are_named(tmp_path, capsys, content, fragment):
+    path = tmp_path/"cfg.json"; path.write_text(content)
+    with pytest.raises(SystemExit) as e: config_from_args(["--config", str(path)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert fragment in err and str(path) in err
