@@ -10,7 +10,6 @@ import json
 import os
 import platform
 import re
-import time
 from pathlib import Path
 from typing import Callable
 

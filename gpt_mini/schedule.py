@@ -5,13 +5,15 @@
 # %% ../nbs/04_scheduler.ipynb 4
 from __future__ import annotations
 
+import io
 import math
+from functools import lru_cache
 
 import numpy as np
 
 # %% auto 0
-__all__ = ['RECIPE_SCHEDULE', 'check_schedule', 'lr_at', 'lr_after_step', 'lr_curve', 'schedule_figure', 'explore_schedule',
-           'lr_explorer']
+__all__ = ['RECIPE_SCHEDULE', 'check_schedule', 'lr_at', 'lr_after_step', 'notebook_figure', 'lr_curve', 'schedule_figure',
+           'explore_schedule', 'lr_explorer']
 
 # %% ../nbs/04_scheduler.ipynb 7
 RECIPE_SCHEDULE = dict(max_lr=3e-4, warmup_steps=500, total_steps=5000, min_lr=0.0)  # the seed recipe's schedule
@@ -40,6 +42,20 @@ def lr_after_step(step: int, max_lr: float = 3e-4, warmup_steps: int = 500, tota
     return lr_at(step + 1, max_lr, warmup_steps, total_steps, min_lr)
 
 # %% ../nbs/04_scheduler.ipynb 17
+@lru_cache(maxsize=None)
+def _notebook_figure_class():
+    from matplotlib.figure import Figure  # imported on first use: `import gpt_mini.schedule` stays light
+    class NotebookFigure(Figure):
+        "A matplotlib Figure that shows as a PNG in any notebook front end, whether or not pyplot was imported."
+        def _repr_png_(self) -> bytes:
+            buf = io.BytesIO(); self.savefig(buf, format="png", dpi=100); return buf.getvalue()
+    return NotebookFigure
+
+def notebook_figure(figsize=(8, 3.2), **kwargs):
+    "A new Figure (constrained layout, no pyplot) that any notebook displays as an image."
+    return _notebook_figure_class()(figsize=figsize, layout="constrained", **kwargs)
+
+# %% ../nbs/04_scheduler.ipynb 20
 def lr_curve(max_lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0, n_steps: int | None = None) -> np.ndarray:
     "The learning rate of steps `0 … n_steps-1` (default `total_steps`) as an array; equal to `lr_at` at each step."
     check_schedule(max_lr, warmup_steps, total_steps, min_lr)
@@ -52,10 +68,9 @@ def lr_curve(max_lr: float, warmup_steps: int, total_steps: int, min_lr: float =
 def schedule_figure(max_lr: float = 3e-4, warmup_steps: int = 500, total_steps: int = 5000, min_lr: float = 0.0,
                     figsize=(8, 3.2)):
     "A matplotlib `Figure` of the schedule (made without pyplot, so nothing pops up or leaks in a loop)."
-    from matplotlib.figure import Figure
     n = total_steps + max(total_steps // 10, 1)  # a little past the end: the floor holds
     lr = lr_curve(max_lr, warmup_steps, total_steps, min_lr, n_steps=n)
-    fig = Figure(figsize=figsize, layout="constrained")
+    fig = notebook_figure(figsize)
     ax = fig.subplots()
     ax.plot(np.arange(n), lr, lw=2)
     ax.axvline(total_steps, color="grey", ls=":", lw=1)
@@ -66,7 +81,7 @@ def schedule_figure(max_lr: float = 3e-4, warmup_steps: int = 500, total_steps: 
     ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0)); ax.legend(loc="upper right")
     return fig
 
-# %% ../nbs/04_scheduler.ipynb 22
+# %% ../nbs/04_scheduler.ipynb 25
 def explore_schedule(max_lr: float, warmup_steps: int, total_steps: int, floor: float = 0.0):
     "Explorer logic: (figure, summary) for a schedule whose floor is `floor × max_lr`; warmup is clamped to the total."
     total_steps = max(int(total_steps), 1)

@@ -19,8 +19,9 @@ import pytest
 import torch
 
 import gpt_mini.train as T
+from gpt_mini.config import config_from_args
 from gpt_mini.model import GPT, GPTConfig
-from gpt_mini.train import (CheckpointError, TrainConfig, TrainingDiverged, atomic_write, build_parser, config_from_args,
+from gpt_mini.train import (CheckpointError, TrainConfig, TrainingDiverged, atomic_write, 
                             ensure_run, format_log_line, load_model, make_optimizer,
                             pick_precision, run_lock, save_model, smooth, train, train_cli)
 
@@ -414,7 +415,7 @@ def test_precision_choice():
     with pytest.raises(ValueError, match="CUDA"): pick_precision(torch.device("cpu"), "fp16")
 
 
-# ---- memorization measure ---------------------------------------------------------------------------------------------------
+# ---- the command line ---------------------------------------------------------------------------------------------------------
 
 def test_help_is_complete(capsys):
     with pytest.raises(SystemExit) as e: train_cli(["--help"])
@@ -427,17 +428,6 @@ def test_help_is_complete(capsys):
     import re
     assert re.search(r"original: +model='gpt2' .*steps=5000", out)  # the presets, once, with what each changes
     assert "tuned:" not in out.split("presets (")[0]  # and no flag repeats every preset's value
-
-
-def test_seed_preset_is_the_recipe():
-    c = config_from_args(["--preset", "seed"])
-    assert c.model_config() == GPTConfig.from_preset("gpt2")
-    assert (c.batch_size, c.seq_len, c.steps, c.lr, c.warmup, c.min_lr, c.grad_clip, c.target_loss, c.batch_mode,
-            c.log_every) == (8, 256, 5000, 3e-4, 500, 0.0, 1.0, 0.099999, "sequential", 50)
-    c = config_from_args(["--preset", "seed", "--target-loss", "none", "--sample-top-k", "none", "--steps", "100",
-                          "--warmup", "10", "--no-compile", "--device", "cpu"])
-    assert (c.target_loss, c.sample_top_k, c.steps, c.warmup, c.compile, c.device, c.lr) == (None, None, 100, 10, False, "cpu", 3e-4)
-    assert config_from_args([]) == TrainConfig.from_preset("small", live_plot=False)
 
 
 @pytest.mark.parametrize("argv,fragment", [
@@ -554,17 +544,6 @@ def test_a_log_that_is_a_link_is_refused_and_its_target_kept(tmp_path, capsys):
 
 # ---- the command line is the config ------------------------------------------------------------------------------------------
 
-def test_every_config_field_is_a_flag_with_the_fields_own_help():
-    from gpt_mini.train import _NOT_FLAGS, config_fields
-    actions = {a.dest: a for a in build_parser()._actions}
-    fields = [f for f in config_fields() if f[0] not in _NOT_FLAGS]
-    assert len(fields) == len(dataclasses.fields(TrainConfig)) - len(_NOT_FLAGS)
-    for name, kind, optional, doc in fields:
-        assert name in actions, name
-        assert doc and actions[name].help.startswith(doc.replace("%", "%%")), (name, actions[name].help, doc)
-        assert "--" + name.replace("_", "-") in actions[name].option_strings
-
-
 def test_a_run_repeats_from_its_train_config(tmp_path):
     first = train(quick(tmp_path, steps=6))
     saved = json.loads((first.run_dir/"train_config.json").read_text())
@@ -576,19 +555,3 @@ def test_a_run_repeats_from_its_train_config(tmp_path):
     toml = tmp_path/"c.toml"; toml.write_text('preset = "tiny"\nsteps = 7\nlr = 2e-3\ntarget_loss = 0.5\n')
     c = config_from_args(["--config", str(toml), "--steps", "9"])
     assert (c.model, c.steps, c.lr, c.target_loss) == ("tiny", 9, 2e-3, 0.5)  # the file over the preset, flags over both
-
-
-@pytest.mark.parametrize("content,fragment", [
-    ('{"stpes": 5}', "unknown field 'stpes'"),
-    ('{"steps": "5"}', "steps='5' should be int"),
-    ('{"compile": 1}', "compile=1 should be bool"),
-    ('{"lr": true}', "lr=True should be float"),
-    ("[1, 2]", "should hold an object"),
-    ("{", "is not valid JSON"),
-])
-def test_bad_config_files_are_named(tmp_path, capsys, content, fragment):
-    path = tmp_path/"cfg.json"; path.write_text(content)
-    with pytest.raises(SystemExit) as e: config_from_args(["--config", str(path)])
-    assert e.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert fragment in err and str(path) in err
