@@ -566,7 +566,20 @@ def export_space_cli(argv: list[str] | None = None) -> int:
     ap.add_argument("--requirement", default=GPT_MINI_REQUIREMENT,
                     help=f"how the Space installs gpt_mini (default: {GPT_MINI_REQUIREMENT!r})")
     ap.add_argument("--int8", action="store_true", help="serve int8 weights on the Space's CPU (several times faster)")
+    ap.add_argument("--push", metavar="REPO_ID", help="then upload it as a Gradio Space (e.g. you/gpt-mini-sampler; "
+                                                       "a token from `hf auth login` or HF_TOKEN)")
+    ap.add_argument("--private", action="store_true", help="with --push: create the Space as private")
     args = ap.parse_args(argv)
+    token = None
+    if args.push:  # no token or a malformed name: said before anything is written
+        try:
+            from huggingface_hub.utils import validate_repo_id
+            from gpt_mini.hub import HubError, hub_token
+        except ImportError as e: print(f"gpt-mini export-space: --push needs huggingface_hub ({_one_line(e)})", file=sys.stderr); return 1
+        try: validate_repo_id(args.push)
+        except ValueError as e: ap.error(f"--push {args.push}: {e}")
+        try: token = hub_token()
+        except HubError as e: print(f"gpt-mini export-space: {e}", file=sys.stderr); return 1
     try: out = export_space(args.ckpt, args.out, args.title, args.requirement, int8=args.int8, force=args.force)
     except ImportError as e: print(f"gpt-mini export-space: {_one_line(e)}", file=sys.stderr); return 1
     except Exception as e:
@@ -576,6 +589,12 @@ def export_space_cli(argv: list[str] | None = None) -> int:
         return 1
     print(f"Wrote a Space to {out}: " + ", ".join(sorted(p.name for p in out.iterdir() if p.is_file())))
     print(f"Try it: cd {out} && python app.py")
+    if args.push:
+        from gpt_mini.hub import HubError, push_to_hub
+        try: url = push_to_hub(out, args.push, private=args.private, token=token, repo_type="space",
+                               commit_message="Upload a gpt_mini sampler (gpt-mini export-space)")
+        except HubError as e: print(f"gpt-mini export-space: {e}", file=sys.stderr); return 1
+        print(f"Pushed to {url}")
     return 0
 
 # %% ../nbs/10_app.ipynb 34

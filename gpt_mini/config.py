@@ -28,6 +28,7 @@ __all__ = ['CHOICES', 'TRAIN_PRESETS', 'PRESET_ALIASES', 'TrainConfig', 'config_
 class TrainConfig:
     "Everything that defines a training run. `TrainConfig.from_preset(name, **changes)` starts from a preset."
     model: str = "small"              # model preset (GPTConfig.from_preset): tiny, small, gpt2, ...
+    init: str | None = None           # start from these weights instead: gpt2 (-medium, -large, -xl), a transformers GPT-2 folder or a gpt_mini run
     data: str | None = None           # training text; None: ./input.txt, $GPT_MINI_DATA or tiny Shakespeare
     out: str = "runs/small"           # the run folder
     steps: int = 1000                 # planned optimizer steps (the schedule spans them)
@@ -63,6 +64,8 @@ class TrainConfig:
     sample_top_k: int | None = 50     # top-k of that sample (None: no limit)
     progress: bool = True             # a tqdm progress bar
     live_plot: bool = True            # a live loss plot when a notebook display is attached
+    tensorboard: str | None = None    # also send the metrics to TensorBoard, into this folder (needs tensorboard)
+    wandb: str | None = None          # also send the metrics to this Weights & Biases project (needs wandb)
     preset: str | None = None         # the preset this config started from (recorded in meta.json)
 
     @classmethod
@@ -94,7 +97,7 @@ class TrainConfig:
             try: check_schedule(self.lr, self.warmup, self.steps, self.min_lr)
             except ValueError as e: bad.append(str(e).replace("warmup_steps", "warmup").replace("total_steps", "steps")
                                                .replace("max_lr", "lr").replace("min_lr (the floor)", "min_lr"))
-        if self.model in PRESETS and isinstance(self.seq_len, int) and self.seq_len > PRESETS[self.model]["block_size"]:
+        if self.init is None and self.model in PRESETS and isinstance(self.seq_len, int) and self.seq_len > PRESETS[self.model]["block_size"]:
             bad.append(f"seq_len={self.seq_len} exceeds the context of model {self.model!r} "
                        f"(block_size {PRESETS[self.model]['block_size']})")
         for f in ("lr", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip", "dropout", "val_frac", "target_loss",
@@ -121,6 +124,9 @@ class TrainConfig:
         if self.stop_at is not None and (not isinstance(self.stop_at, int) or self.stop_at < 1):
             bad.append(f"stop_at={self.stop_at!r} must be an integer ≥ 1")
         if self.resume and self.overwrite: bad.append("resume and overwrite contradict each other: pick one")
+        for f in ("init", "tensorboard", "wandb"):
+            v = getattr(self, f)
+            if v is not None and (not isinstance(v, str) or not v.strip()): bad.append(f"{f}={v!r} must be a non-empty name (or None)")
         if bad: raise ValueError("Bad training config: " + "; ".join(bad))
         return self
 
@@ -148,7 +154,7 @@ PRESET_ALIASES = {"seed": "original"}  # old names of presets (`seed` was easy t
 # fields that are no flags: --preset is a flag of its own, the live plot is for notebooks
 _NOT_FLAGS = ("preset", "live_plot")
 # fields about one invocation, not about the run: left out of the run's train_config.json
-_INVOCATION_FIELDS = ("resume", "overwrite", "stop_at", "max_seconds", "progress", "live_plot")
+_INVOCATION_FIELDS = ("resume", "overwrite", "stop_at", "max_seconds", "progress", "live_plot", "tensorboard", "wandb")
 
 def config_fields() -> list[tuple[str, type, bool, str]]:
     "(name, type, accepts None, help) of every TrainConfig field: from its annotation and the comment beside it."

@@ -54,6 +54,8 @@ def find_text(path: str | os.PathLike | None = None, download: bool = True) -> P
     "Where the training text is: `path`, else ./input.txt, else `$GPT_MINI_DATA`, else tiny Shakespeare (downloaded once)."
     if path is not None:
         p = Path(path).expanduser()
+        if p.is_dir(): raise DataError(f"{p} is a folder, not a text file: pass the file itself (e.g. {p}/input.txt).")
+        if p.exists() and not p.is_file(): raise DataError(f"{p} is not a regular file (a device or a pipe?): pass a text file.")
         if not p.is_file(): raise DataError(f"Training text not found: {p}. Check the path, or leave it out to use the defaults.")
         return p
     if Path("input.txt").is_file(): return Path("input.txt").resolve()

@@ -326,21 +326,23 @@ def hub_token(token: str | None = None) -> str:
     return token
 
 def push_to_hub(folder: str | os.PathLike, repo_id: str, private: bool = False, token: str | None = None,
-                commit_message: str = "Upload a GPT-2 trained with gpt_mini (gpt-mini export-hf)") -> str:
-    "Upload an exported folder to the Hub's model repository `repo_id` (created if needed); return the model's URL."
+                commit_message: str = "Upload a GPT-2 trained with gpt_mini (gpt-mini export-hf)", repo_type: str = "model") -> str:
+    """Upload an exported folder to the Hub repository `repo_id` (created if needed): a model (`gpt-mini export-hf`) or,
+    with `repo_type="space"`, a Gradio Space (`gpt-mini export-space`). Returns its URL."""
     from huggingface_hub import HfApi, errors
     token = hub_token(token)
     api = HfApi()
     try:
-        repo = api.create_repo(repo_id, token=token, repo_type="model", private=True if private else None,
-                               exist_ok=True)
+        space = {"space_sdk": "gradio"} if repo_type == "space" else {}
+        repo = api.create_repo(repo_id, token=token, repo_type=repo_type, private=True if private else None,
+                               exist_ok=True, **space)
         repo_id = getattr(repo, "repo_id", None) or repo_id  # "name" alone becomes "your-name/name"
-        api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model", token=token,
-                          commit_message=commit_message, ignore_patterns=[MARKER, f"{_STAGE}*"])
+        api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type=repo_type, token=token,
+                          commit_message=commit_message, ignore_patterns=[MARKER, ".gpt_mini_space.json", f"{_STAGE}*"])
     except (OSError, ValueError, getattr(errors, "HTTPError", OSError)) as e:  # the network, the Hub, offline mode
         why = " ".join(str(e).split()) or type(e).__name__
         raise HubError(f"could not push to {repo_id} on the Hub: {why}") from e
-    return f"https://huggingface.co/{repo_id}"
+    return f"https://huggingface.co/{'spaces/' if repo_type == 'space' else ''}{repo_id}"
 
 # %% ../nbs/12_hub.ipynb 50
 class _OneLineParser(argparse.ArgumentParser):

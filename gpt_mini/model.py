@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 from .attention import KVCache
 from .block import Block, LayerNorm
@@ -190,7 +191,9 @@ _CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight
 class PretrainedError(OSError):
     "Pretrained weights could not be loaded (offline and not cached, unknown name, ...); the message says what to do."
 
-def _from_hf(cls, hf_model) -> "GPT":
+@patch(cls_method=True)
+def from_hf(cls: GPT, hf_model) -> GPT:
+    "A `GPT` with the weights of a `transformers.GPT2LMHeadModel` (its Conv1D matrices transposed into Linear layers)."
     hc = hf_model.config
     if getattr(hc, "activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
         raise ValueError(f"Only GPT-2's tanh GELU is supported, the model uses {hc.activation_function!r}")
@@ -207,7 +210,8 @@ def _from_hf(cls, hf_model) -> "GPT":
             ours[k].copy_(v.t() if k.endswith(_CONV1D_SUFFIXES) else v)  # HF's Conv1D stores weights as (in, out)
     return model.train(hf_model.training)  # same mode as the source (from_pretrained gives eval mode)
 
-def _to_hf(self):
+@patch
+def to_hf(self: GPT):
     "This model as a `transformers.GPT2LMHeadModel` with the same weights (needs `transformers`)."
     from transformers import GPT2Config, GPT2LMHeadModel
     c = self.config
@@ -222,7 +226,8 @@ def _to_hf(self):
         for k, v in ours.items(): theirs[k].copy_(v.t() if k.endswith(_CONV1D_SUFFIXES) else v)
     return hf.train(self.training)
 
-def _from_pretrained(cls, name: str = "gpt2", **hf_kwargs) -> "GPT":
+@patch(cls_method=True)
+def from_pretrained(cls: GPT, name: str = "gpt2", **hf_kwargs) -> GPT:
     "OpenAI's pretrained GPT-2 (`gpt2`, `gpt2-medium`, `gpt2-large`, `gpt2-xl`) from the Hugging Face Hub (cached)."
     try: from transformers import GPT2LMHeadModel
     except ImportError: raise PretrainedError("Loading pretrained GPT-2 needs `transformers`: pip install transformers") from None
@@ -236,10 +241,6 @@ def _from_pretrained(cls, name: str = "gpt2", **hf_kwargs) -> "GPT":
             f"(~0.5 GB for gpt2) and read from the cache afterwards: run once with a network connection and "
             f"HF_HUB_OFFLINE unset, or use a model trained with gpt_mini instead.") from None
     return cls.from_hf(hf)
-
-GPT.from_hf = classmethod(_from_hf)
-GPT.to_hf = _to_hf
-GPT.from_pretrained = classmethod(_from_pretrained)
 
 # %% ../nbs/03_model.ipynb 34
 def _real(x) -> float | None:

@@ -35,10 +35,11 @@ from .run import (CheckpointError, atomic_write, atomic_write_text, check_no_lin
                           save_model, unwrap)
 
 # %% auto 0
-__all__ = ['DTYPES', 'Precision', 'cpu_bf16_speedup', 'pick_precision', 'keep_freed_memory', 'seed_everything', 'rng_state',
-           'set_rng_state', 'make_optimizer', 'set_lr', 'train_step', 'format_log_line', 'perplexity', 'smooth',
-           'loss_figure', 'display_attached', 'LivePlot', 'TrainingDiverged', 'TrainResult', 'train', 'dist_env',
-           'RunState', 'train_cli', 'ensure_run']
+__all__ = ['DTYPES', 'OPENAI_GPT2', 'Precision', 'cpu_bf16_speedup', 'pick_precision', 'keep_freed_memory', 'seed_everything',
+           'rng_state', 'set_rng_state', 'make_optimizer', 'set_lr', 'initial_model', 'train_step', 'format_log_line',
+           'perplexity', 'smooth', 'loss_figure', 'display_attached', 'LivePlot', 'TrainingDiverged', 'TrainResult',
+           'train', 'dist_env', 'RunState', 'keep_metrics_until', 'read_metrics', 'history_from_metrics',
+           'tensorboard_hook', 'wandb_hook', 'metrics_hooks_for', 'train_cli', 'ensure_run']
 
 # %% ../nbs/07_train.ipynb 7
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -135,6 +136,24 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float):
     for g in optimizer.param_groups: g["lr"] = lr
 
 # %% ../nbs/07_train.ipynb 22
+OPENAI_GPT2 = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+
+def initial_model(init: str, dropout: float = 0.0) -> GPT:
+    "The model a run starts from: OpenAI's GPT-2 by name, a transformers GPT-2 folder, or a gpt_mini run folder."
+    from gpt_mini.model import PretrainedError
+    path = Path(init)
+    try:
+        if path.is_dir() and (path/"config.json").is_file():
+            is_transformers = "model_type" in json.loads((path/"config.json").read_text(encoding="utf-8"))
+            model = GPT.from_pretrained(str(path)) if is_transformers else load_model(path)
+        elif init in OPENAI_GPT2: model = GPT.from_pretrained(init)
+        else: raise CheckpointError(f"--init {init}: neither one of {', '.join(OPENAI_GPT2)} nor a folder with a config.json.")
+    except (PretrainedError, ValueError) as e: raise CheckpointError(f"--init {init}: {' '.join(str(e).split())}") from None
+    fresh = GPT(dataclasses.replace(model.config, dropout=dropout))  # the run's dropout, not the checkpoint's
+    fresh.load_state_dict(model.state_dict())
+    return fresh.train()
+
+# %% ../nbs/07_train.ipynb 25
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batches, precision: Precision,
                grad_accum: int = 1, grad_clip: float | None = 1.0, world_size: int = 1) -> tuple[float, float]:
     "One optimizer step from `grad_accum` micro-batches: returns (mean loss, gradient norm before clipping)."
@@ -159,7 +178,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batches, prec
     optimizer.zero_grad(set_to_none=True)
     return loss, norm.item()
 
-# %% ../nbs/07_train.ipynb 29
+# %% ../nbs/07_train.ipynb 32
 def format_log_line(step: int, total: int, loss: float, lr: float, grad_norm: float | None = None,
                     tokens_per_s: float | None = None) -> str:
     "One log line; its first three fields are exactly the recipe's `step 50/5000 | loss 8.3372 | lr 3.120000e-05`."
@@ -172,7 +191,7 @@ def perplexity(loss: float) -> float:
     "exp(loss): the number of equally likely tokens that would leave a model as unsure as this loss says."
     return math.exp(loss) if loss < 700 else math.inf  # math.exp overflows past ~709
 
-# %% ../nbs/07_train.ipynb 32
+# %% ../nbs/07_train.ipynb 35
 def smooth(values, alpha: float = 0.1) -> np.ndarray:
     "Exponential moving average, started at the first value."
     out, avg = [], None
@@ -224,7 +243,7 @@ class LivePlot:
         self.last = time.monotonic()
         if self.handle is not None: self.handle.update(loss_figure(history, title, baselines=self.baselines))
 
-# %% ../nbs/07_train.ipynb 34
+# %% ../nbs/07_train.ipynb 37
 class TrainingDiverged(RuntimeError):
     "The loss became nan or inf; the message names the step and the last good checkpoint."
 
@@ -244,14 +263,16 @@ class TrainResult:
     sample: str = ""
     val_loss_full: float | None = None  # on the whole validation split, at the end
 
-# %% ../nbs/07_train.ipynb 35
+# %% ../nbs/07_train.ipynb 38
 def train(cfg: TrainConfig | None = None, data: TextData | None = None, callback: Callable | None = None,
-          **changes) -> TrainResult:
+          on_metrics: Callable | list[Callable] | None = None, **changes) -> TrainResult:
     """Train a GPT as `cfg` (plus `changes`) says and leave a complete run folder in `cfg.out`.
     `data` overrides `cfg.data` with an already loaded TextData; `callback(run)` is called with the `RunState` after
-    every step (`run.step`, `run.history`, `run.raw_model`, ...) and stops the run (resumably) by returning True."""
+    every step (`run.step`, `run.history`, `run.raw_model`, ...) and stops the run (resumably) by returning True;
+    `on_metrics(record)` (one function or a list) gets every line that goes to metrics.jsonl, as a dict."""
     cfg = dataclasses.replace(cfg or TrainConfig(), **changes).validate()
-    with RunState(cfg, data) as run:
+    hooks = [on_metrics] if callable(on_metrics) else list(on_metrics or [])
+    with RunState(cfg, data, hooks) as run:
         model, opt, cfg = run.model, run.optimizer, run.cfg
         schedule = lambda step: lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr)
         set_lr(opt, schedule(run.step))
@@ -269,16 +290,17 @@ def train(cfg: TrainConfig | None = None, data: TextData | None = None, callback
             if cfg.ckpt_every and run.step % cfg.ckpt_every == 0: run.save_state()
         return run.finish()
 
-# %% ../nbs/07_train.ipynb 37
+# %% ../nbs/07_train.ipynb 40
 def dist_env() -> tuple[int, int, int]:
     "(rank, local_rank, world_size) from the environment torchrun sets; (0, 0, 1) otherwise."
     return int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
-# %% ../nbs/07_train.ipynb 38
+# %% ../nbs/07_train.ipynb 41
 class RunState:
     "Everything a training run holds besides the loop: setup, logging, evaluation, checkpoints and the final export."
-    def __init__(self, cfg: TrainConfig, data: TextData | None = None):
+    def __init__(self, cfg: TrainConfig, data: TextData | None = None, on_metrics: list[Callable] | None = None):
         self.cfg, self.data, self.out = cfg, data, Path(cfg.out)
+        self.metrics_hooks = list(on_metrics or [])  # each gets every metrics record (a dict), as metrics.jsonl does
         self.rank, self.local_rank, self.world_size = dist_env()
         self.main = self.rank == 0  # only the main process logs and writes files
         self.step, self.start_step = 0, 0
@@ -287,7 +309,7 @@ class RunState:
         self.last_ckpt_step, self.elapsed_before, self.stop_reason = None, 0.0, "steps"
         self.stop_requested = None  # the name of a signal (SIGINT, SIGTERM) that asked the run to stop
         self._stack = contextlib.ExitStack()
-        self.bar = self.plot = self.log_file = None
+        self.bar = self.plot = self.log_file = self.metrics_file = None
 
     def __enter__(self) -> "RunState":
         try: self._setup()
@@ -302,7 +324,7 @@ class RunState:
         self._stack.close()
         return False
 
-# %% ../nbs/07_train.ipynb 41
+# %% ../nbs/07_train.ipynb 44
 @patch
 def log(self: RunState, line: str, echo: bool = True):
     "Append a line to train.log; print it too when no live plot shows the progress."
@@ -322,11 +344,23 @@ def record(self: RunState, step: int, loss: float, lr: float, norm: float, tok_s
     h, cfg = self.history, self.cfg
     for k, v in zip(("step", "loss", "lr", "grad_norm", "tok_s"), (step, loss, lr, norm, tok_s)): h[k].append(v)
     if not self.main: return
+    self.emit(kind="train", step=step, loss=loss, lr=lr, grad_norm=norm, tokens_per_s=tok_s,
+              tokens_seen=(step + 1) * cfg.tokens_per_step * self.world_size)
     if self.bar is not None:
         self.bar.update(1)
         self.bar.set_postfix_str(f"loss {loss:.4f} lr {lr:.2e} norm {norm:.2f} {tok_s:,.0f} tok/s", refresh=False)
     if (cfg.log_every and step % cfg.log_every == 0) or step == cfg.steps - 1: self.log_step(-1)
     if self.plot: self.plot.update(self.history, self._title())
+
+@patch
+def emit(self: RunState, **record):
+    "One metrics record: a line of metrics.jsonl, and a call of every `on_metrics` hook (TensorBoard, W&B, your own)."
+    if not self.main: return
+    record = {**record, "elapsed": round(self.elapsed, 3)}
+    if self.metrics_file is not None:
+        try: self.metrics_file.write(json.dumps(record) + "\n")
+        except OSError: self.metrics_file = None  # a full disk: the log line says so, the next checkpoint fails loudly
+    for hook in self.metrics_hooks: hook(record)
 
 @patch
 def log_step(self: RunState, i: int = -1):
@@ -342,7 +376,61 @@ def _title(self: RunState) -> str:
     if h["eval_val"] and h["eval_val"][-1] is not None: title += f", val {h['eval_val'][-1]:.4f}"
     return title
 
-# %% ../nbs/07_train.ipynb 44
+# %% ../nbs/07_train.ipynb 47
+def keep_metrics_until(path: str | os.PathLike, step: int):
+    "Drop the records of steps at or after `step` from metrics.jsonl (a resumed run redoes them)."
+    path = Path(path)
+    if not path.is_file(): return
+    kept = [l for l in path.read_text(encoding="utf-8").splitlines()
+            if l.strip() and (r := json.loads(l))["step"] < step + (r["kind"] != "train")]
+    atomic_write_text(path, "".join(l + "\n" for l in kept))
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    "The records of a run's metrics.jsonl."
+    path = Path(run_dir)/"metrics.jsonl"
+    return [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
+
+def history_from_metrics(records: list[dict]) -> dict:
+    "The history dict (`loss_figure`'s input) that a list of metrics records describes."
+    h = {"step": [], "loss": [], "lr": [], "grad_norm": [], "tok_s": [], "eval_step": [], "eval_train": [], "eval_val": []}
+    for r in records:
+        if r["kind"] == "train":
+            for k, key in (("step", "step"), ("loss", "loss"), ("lr", "lr"), ("grad_norm", "grad_norm"), ("tok_s", "tokens_per_s")):
+                h[k].append(r[key])
+        elif r["kind"] == "eval":
+            h["eval_step"].append(r["step"]); h["eval_train"].append(r["train_loss"]); h["eval_val"].append(r["val_loss"])
+    return h
+
+def _numbers(record: dict) -> dict:
+    return {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
+
+def tensorboard_hook(log_dir: str | os.PathLike) -> Callable:
+    "An `on_metrics` hook that writes every record to TensorBoard (`pip install tensorboard`) as `kind/name` scalars."
+    from torch.utils.tensorboard import SummaryWriter  # ImportError without the tensorboard package
+    writer = SummaryWriter(str(log_dir))
+    def hook(record: dict):
+        for name, value in _numbers(record).items(): writer.add_scalar(f"{record['kind']}/{name}", value, record["step"])
+        if record["kind"] != "train": writer.flush()
+    return hook
+
+def wandb_hook(project: str, **init) -> Callable:
+    "An `on_metrics` hook that logs every record to Weights & Biases (`pip install wandb`, then `wandb login`)."
+    import wandb
+    run = wandb.init(project=project, **init)
+    return lambda record: run.log({f"{record['kind']}/{k}": v for k, v in _numbers(record).items()}, step=record["step"])
+
+def metrics_hooks_for(cfg: TrainConfig) -> list[Callable]:
+    "The hooks that `cfg.tensorboard` and `cfg.wandb` ask for."
+    hooks = []
+    try:
+        if cfg.tensorboard: hooks.append(tensorboard_hook(cfg.tensorboard))
+        if cfg.wandb: hooks.append(wandb_hook(cfg.wandb, config=cfg.to_dict()))
+    except ImportError as e:
+        raise CheckpointError(f"--tensorboard/--wandb need their package ({e.name or e}): pip install "
+                              f"{'tensorboard' if cfg.tensorboard else 'wandb'}") from None
+    return hooks
+
+# %% ../nbs/07_train.ipynb 50
 @patch
 def _setup(self: RunState):
     cfg = self.cfg
@@ -359,12 +447,15 @@ def _setup(self: RunState):
     if self.device.type == "cuda": torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     if self.data is None: self.data = load_dataset(cfg.data, val_frac=cfg.val_frac)
     seed_everything(cfg.seed)
-    self.raw_model = GPT(cfg.model_config()).to(self.device)
+    self.raw_model = (initial_model(cfg.init, cfg.dropout) if cfg.init else GPT(cfg.model_config())).to(self.device)
+    if cfg.seq_len > self.raw_model.config.block_size:
+        raise CheckpointError(f"seq_len={cfg.seq_len} exceeds the context of --init {cfg.init} "
+                              f"(block_size {self.raw_model.config.block_size}): use --seq-len {self.raw_model.config.block_size} or less.")
     self.optimizer = make_optimizer(self.raw_model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), self.device)
     self.batches = Batches(self.data.train, cfg.batch_size, cfg.seq_len, cfg.batch_mode, cfg.seed, self.device,
                            self.rank, self.world_size)
     self.eval_sets = self._make_eval_sets()
-    self.baselines = baseline_losses(self.data.train, self.data.val, cfg.model_config().vocab_size)
+    self.baselines = baseline_losses(self.data.train, self.data.val, self.raw_model.config.vocab_size)
     if cfg.resume: self._load_state()
     elif self.world_size > 1: torch.manual_seed(cfg.seed + self.rank)  # different dropout masks per process
     self.model = self.raw_model
@@ -425,9 +516,12 @@ def _make_eval_sets(self: RunState) -> dict:
 def _open_logs(self: RunState):
     (self.out/"logs").mkdir(parents=True, exist_ok=True)
     self.log_file = self._stack.enter_context(open_log(self.out/"logs"/"train.log", append=self.cfg.resume))
+    if self.cfg.resume: keep_metrics_until(self.out/"metrics.jsonl", self.step)  # steps redone after a crash: once
+    self.metrics_file = self._stack.enter_context(open_log(self.out/"metrics.jsonl", append=self.cfg.resume))
+    self.metrics_hooks += metrics_hooks_for(self.cfg)
     data = self.data
     self.log(f"# gpt_mini {library_versions()['gpt_mini']} | {'resumed at step ' + str(self.step) if self.cfg.resume else 'new run'}"
-             f" | preset {self.cfg.preset} | model {self.cfg.model} ({num_params(self.raw_model):,} parameters) | "
+             f" | preset {self.cfg.preset} | model {self.cfg.init or self.cfg.model} ({num_params(self.raw_model):,} parameters) | "
              f"device {self.device} {self.precision.name} x{self.world_size} | data {data.path} "
              f"({len(data.train):,} train / {len(data.val):,} val tokens)", echo=False)
     if self.precision.why: self.log(f"# precision {self.precision.name} ({self.precision.why})", echo=False)
@@ -444,7 +538,7 @@ def _open_logs(self: RunState):
                         dynamic_ncols=True, leave=True)
         self._stack.callback(self.bar.close)
 
-# %% ../nbs/07_train.ipynb 47
+# %% ../nbs/07_train.ipynb 53
 @patch
 @torch.no_grad()
 def evaluate(self: RunState):
@@ -461,6 +555,8 @@ def evaluate(self: RunState):
     model.train(was_training)
     h = self.history
     h["eval_step"].append(self.step); h["eval_train"].append(result.get("train")); h["eval_val"].append(result.get("val"))
+    self.emit(kind="eval", step=self.step, train_loss=result.get("train"), val_loss=result.get("val"),
+              tokens_seen=self.step * self.cfg.tokens_per_step * self.world_size)
     val = f"{result['val']:.4f} (ppl {perplexity(result['val']):,.1f})" if "val" in result else "n/a (no held-out text)"
     self.log(f"eval step {self.step} | train {result.get('train', float('nan')):.4f} | val {val}")
     if self.plot: self.plot.update(self.history, self._title(), force=True)
@@ -484,7 +580,7 @@ def full_val_loss(self: RunState) -> float | None:
     model.train(was_training)
     return total / n
 
-# %% ../nbs/07_train.ipynb 50
+# %% ../nbs/07_train.ipynb 56
 @patch
 def should_stop(self: RunState, loss: float, callback: Callable | None) -> bool:
     "Check the stop conditions after a step; under DDP the main process decides for everyone."
@@ -502,7 +598,7 @@ def should_stop(self: RunState, loss: float, callback: Callable | None) -> bool:
     if reason: self.stop_reason = reason
     return reason is not None
 
-# %% ../nbs/07_train.ipynb 53
+# %% ../nbs/07_train.ipynb 59
 @patch
 def save_state(self: RunState):
     "Write state.pt (atomically): what an exact resume needs."
@@ -525,7 +621,7 @@ def _load_state(self: RunState):
     except Exception as e:
         raise CheckpointError(f"{path} could not be read ({type(e).__name__}): it is corrupted or truncated.") from None
     saved = state.get("model_config", {})
-    diff = [f"{k}={saved.get(k)!r} in the checkpoint but {v!r} now" for k, v in self.cfg.model_config().to_dict().items()
+    diff = [f"{k}={saved.get(k)!r} in the checkpoint but {v!r} now" for k, v in self.raw_model.config.to_dict().items()
             if saved.get(k) != v]
     if diff: raise CheckpointError(f"{path} was saved from another model: " + "; ".join(diff) + ". Resume with the same "
                                    f"--model, or start a new run.")
@@ -553,7 +649,7 @@ def diverged(self: RunState, step: int, loss: float, norm: float):
     self.log(f"# stopped: {msg}")
     raise TrainingDiverged(msg)
 
-# %% ../nbs/07_train.ipynb 56
+# %% ../nbs/07_train.ipynb 62
 @patch
 def finish(self: RunState) -> TrainResult:
     "Evaluate, save state.pt, export the model with meta.json, write a sample and loss.png; return the result."
@@ -568,6 +664,7 @@ def finish(self: RunState) -> TrainResult:
         if self.stop_reason != "interrupted":  # whoever pressed Ctrl-C wants out, not a long evaluation
             self.val_loss_full = self.full_val_loss()
         if self.val_loss_full is not None:
+            self.emit(kind="final", step=self.step, val_loss_full=self.val_loss_full, baselines=self.baselines)
             self.log(f"# validation, whole split ({len(self.data.val):,} tokens): loss {self.val_loss_full:.4f} "
                      f"(ppl {perplexity(self.val_loss_full):,.1f})" + "".join(
                          f" | {name} baseline {loss:.4f} (ppl {perplexity(loss):,.0f})" for name, loss in self.baselines.items()))
@@ -595,7 +692,8 @@ def _meta(self: RunState, sample: str) -> dict:
     cfg, h, d = self.cfg, self.history, self.data
     vals = [v for v in h["eval_val"] if v is not None]
     return {
-        "tokenizer": f"tiktoken:{TOKENIZER_NAME}", "preset": cfg.preset, "model_preset": cfg.model,
+        "tokenizer": f"tiktoken:{TOKENIZER_NAME}", "preset": cfg.preset, "model_preset": None if cfg.init else cfg.model,
+        "init": cfg.init,
         "params": num_params(self.raw_model), "steps_done": self.step, "steps_planned": cfg.steps,
         "stop_reason": self.stop_reason, "tokens_seen": self.step * cfg.tokens_per_step * self.world_size,
         "final_train_loss": h["loss"][-1] if h["loss"] else None, "best_train_loss": min(h["loss"]) if h["loss"] else None,
@@ -609,10 +707,13 @@ def _meta(self: RunState, sample: str) -> dict:
         "versions": library_versions(), "train_config": cfg.to_dict(),
     }
 
-# %% ../nbs/07_train.ipynb 75
+# %% ../nbs/07_train.ipynb 81
 def train_cli(argv: list[str] | None = None) -> int:
     "`gpt-mini train`: parse the flags, train, print where the run is. Returns the exit status."
     cfg = config_from_args(argv)
+    if dist_env()[2] == 1:  # a device or number format this machine lacks is a usage error: said before anything starts
+        try: pick_precision(pick_device(cfg.device), cfg.dtype)
+        except ValueError as e: print(f"gpt-mini train: error: --device {cfg.device} --dtype {cfg.dtype}: {e}", file=sys.stderr); return 2
     try: result = train(cfg)
     except (DataError, CheckpointError, TrainingDiverged) as e:
         print(f"gpt-mini train: error: {e}", file=sys.stderr); return 1
@@ -631,7 +732,7 @@ def train_cli(argv: list[str] | None = None) -> int:
               f"loss {h['loss'][0]:.4f} → {result.final_loss:.4f} (best {result.best_loss:.4f}){val}")
     return 0
 
-# %% ../nbs/07_train.ipynb 79
+# %% ../nbs/07_train.ipynb 85
 def ensure_run(run_dir: str | os.PathLike = "runs/small", preset: str = "small", max_seconds: float | None = 120,
                wait: float | None = 3600, **changes) -> Path:
     "`run_dir` if it holds a loadable model; else train `preset` (plus `changes`) into it within `max_seconds`."
@@ -644,7 +745,7 @@ def ensure_run(run_dir: str | os.PathLike = "runs/small", preset: str = "small",
         train(cfg)
     return run_dir
 
-# %% ../nbs/07_train.ipynb 84
+# %% ../nbs/07_train.ipynb 90
 def _running_as_script() -> bool:
     import builtins
     return not getattr(builtins, "__IPYTHON__", False)

@@ -289,3 +289,32 @@ def test_usage_errors_exit_2_with_one_line_from_the_console_script(tmp_path):
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "gpt_mini.cli"]
     r = subprocess.run([*cmd, "export-hf", "--ckpt", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--out" in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------- export-space --push
+
+def space_cli(*argv) -> int:
+    from gpt_mini.app import export_space_cli
+    try: return export_space_cli([str(a) for a in argv])
+    except SystemExit as e: return e.code
+
+
+def test_export_space_push_uploads_a_gradio_space(no_token, hub_calls, run_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    out = tmp_path/"space"
+    assert space_cli("--ckpt", run_dir, "--out", out, "--push", "me/sampler", "--private") == 0
+    assert hub_calls[0] == ("create_repo", "me/sampler", dict(token="hf_not_a_real_token", repo_type="space", private=True,
+                                                              exist_ok=True, space_sdk="gradio"))
+    kind, kw = hub_calls[1]
+    assert kind == "upload_folder" and Path(kw["folder_path"]) == out and kw["repo_type"] == "space"
+    assert ".gpt_mini_space.json" in kw["ignore_patterns"]
+    assert "https://huggingface.co/spaces/me/sampler" in capsys.readouterr().out
+
+
+def test_export_space_push_without_a_token_writes_nothing(no_token, hub_calls, run_dir, tmp_path, capsys):
+    assert space_cli("--ckpt", run_dir, "--out", tmp_path/"space", "--push", "me/sampler") == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no Hugging Face token" in err
+    assert hub_calls == [] and not (tmp_path/"space").exists()
+    assert space_cli("--ckpt", run_dir, "--out", tmp_path/"space", "--push", "not a/repo/id") == 2
+    assert "--push" in capsys.readouterr().err and not (tmp_path/"space").exists()

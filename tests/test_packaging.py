@@ -41,3 +41,6 @@ def test_every_notebook_starts_with_the_colab_install_cell():
         code = [c for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
         first = [("".join(c["source"])) for c in code[:2]]  # `#| default_exp` may come first
         assert any(INSTALL_GUARD in s for s in first), f"{nb.name} does not start with the guarded install cell"
+        cell = next(s for s in first if INSTALL_GUARD in s)
+        # a failed install stops "Run all" there, with a message, instead of an ImportError in the next cell
+        assert "except ImportError: raise RuntimeError(\"Installing gpt_mini failed" in cell, nb.name

@@ -555,3 +555,96 @@ def test_a_run_repeats_from_its_train_config(tmp_path):
     toml = tmp_path/"c.toml"; toml.write_text('preset = "tiny"\nsteps = 7\nlr = 2e-3\ntarget_loss = 0.5\n')
     c = config_from_args(["--config", str(toml), "--steps", "9"])
     assert (c.model, c.steps, c.lr, c.target_loss) == ("tiny", 9, 2e-3, 0.5)  # the file over the preset, flags over both
+
+
+# ---- metrics for tools -------------------------------------------------------------------------------------------------------
+
+def test_metrics_jsonl_and_hooks_get_every_step_and_evaluation(tmp_path):
+    from gpt_mini.train import history_from_metrics, read_metrics
+    seen = []
+    r = train(quick(tmp_path, eval_every=4, eval_batches=1), on_metrics=seen.append)
+    records = read_metrics(r.run_dir)
+    assert records == seen
+    assert [x["step"] for x in records if x["kind"] == "train"] == list(range(12))
+    assert [x["step"] for x in records if x["kind"] == "eval"] == [0, 4, 8, 12]
+    assert [x["kind"] for x in records][-1] == "final" and records[-1]["val_loss_full"] == r.val_loss_full
+    assert all({"step", "elapsed"} <= set(x) for x in records)
+    assert [x for x in records if x["kind"] == "train"][-1]["tokens_seen"] == 12 * 4 * 16
+    h = history_from_metrics(records)
+    assert h["loss"] == r.history["loss"] and h["eval_val"] == r.history["eval_val"]
+
+
+def test_metrics_after_a_crash_and_resume_hold_each_step_once(tmp_path):
+    from gpt_mini.train import read_metrics
+    cfg = quick(tmp_path, ckpt_every=4)
+    def crash_after_step_6(run):
+        if run.step == 6: raise RuntimeError("power cut")
+    with pytest.raises(RuntimeError): train(cfg, callback=crash_after_step_6)
+    assert [x["step"] for x in read_metrics(cfg.out) if x["kind"] == "train"] == list(range(6))
+    r = train(cfg, resume=True)  # resumes at the checkpoint of step 4: steps 4 and 5 run again
+    assert [x["step"] for x in read_metrics(cfg.out) if x["kind"] == "train"] == list(range(12))
+    assert [x["loss"] for x in read_metrics(cfg.out) if x["kind"] == "train"] == r.history["loss"]
+
+
+def test_tensorboard_hook_writes_scalars(tmp_path, monkeypatch):
+    import types
+    calls = []
+    class FakeWriter:
+        def __init__(self, log_dir): calls.append(("open", log_dir))
+        def add_scalar(self, tag, value, step): calls.append((tag, step))
+        def flush(self): pass
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
+    train(quick(tmp_path, eval_every=6, eval_batches=1, tensorboard=str(tmp_path/"tb")))
+    assert calls[0] == ("open", str(tmp_path/"tb"))
+    assert ("train/loss", 0) in calls and ("train/loss", 11) in calls and ("eval/val_loss", 6) in calls
+
+
+def test_tensorboard_without_its_package_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
+    argv = ["--preset", "tiny", "--steps", "6", "--out", str(tmp_path/"run"), "--no-progress", "--tensorboard", str(tmp_path/"tb")]
+    assert train_cli(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install tensorboard" in err
+
+
+# ---- fine-tuning: --init ----------------------------------------------------------------------------------------------------
+
+def test_init_from_a_run_and_from_a_transformers_folder(tmp_path):
+    pytest.importorskip("transformers")
+    base = train(quick(tmp_path, name="base", steps=30, warmup=3, eval_every=0))
+    assert base.final_loss < 9.0
+    fine = train(quick(tmp_path, name="fine", init=str(base.run_dir), model="small"))  # the architecture comes from init
+    assert fine.history["loss"][0] < 9.5 and load_model(fine.run_dir).config == load_model(base.run_dir).config
+    hf_dir = tmp_path/"hf"
+    load_model(base.run_dir).to_hf().save_pretrained(hf_dir)
+    via_hf = train(quick(tmp_path, name="via-hf", init=str(hf_dir)))
+    assert abs(via_hf.history["loss"][0] - fine.history["loss"][0]) < 1e-4  # the same weights, the same first batch
+    meta = json.loads((fine.run_dir/"meta.json").read_text())
+    assert meta["init"] == str(base.run_dir) and meta["model_preset"] is None
+
+
+def test_init_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for init, fragment in [("gpt3", "neither one of gpt2"), ("gpt2", "gpt2")]:
+        argv = ["--preset", "tiny", "--steps", "6", "--out", str(tmp_path/init), "--no-progress", "--init", init]
+        assert train_cli(argv) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("gpt-mini train: error: --init") and fragment in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--device", "tpu"], "Unknown device 'tpu'"),
+    (["--dtype", "fp16", "--device", "cpu"], "fp16 training needs a CUDA GPU"),
+    *([(["--device", "cuda"], "no CUDA GPU")] if not torch.cuda.is_available() else []),
+])
+def test_a_device_or_dtype_this_machine_lacks_is_a_usage_error(tmp_path, capsys, argv, fragment):
+    assert train_cli(["--preset", "tiny", "--out", str(tmp_path/"run"), "--no-progress", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and fragment in err and not (tmp_path/"run").exists()
+
+
+def test_data_that_is_a_folder_or_a_device_is_named(tmp_path, capsys):
+    for data, fragment in [(tmp_path, "is a folder, not a text file"), ("/dev/null", "is not a regular file")]:
+        assert train_cli(["--preset", "tiny", "--out", str(tmp_path/"run"), "--no-progress", "--data", str(data)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and fragment in err
