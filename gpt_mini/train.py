@@ -229,7 +229,9 @@ def display_attached() -> bool:
         from IPython import get_ipython
     except ImportError: return False
     shell = get_ipython()
-    return shell is not None and type(shell).__name__ != "TerminalInteractiveShell"
+    # a kernel redraws a display in place; a terminal IPython, or a notebook executed without a front end (nbdev_test,
+    # saving outputs), would stack every redraw: they get log lines instead
+    return shell is not None and getattr(shell, "kernel", None) is not None
 
 class LivePlot:
     "A loss figure that redraws in place in a notebook (one display handle), rate-limited to every `min_interval` s."
@@ -311,6 +313,11 @@ class RunState:
         self._stack = contextlib.ExitStack()
         self.bar = self.plot = self.log_file = self.metrics_file = None
 
+    @property
+    def elapsed(self) -> float:
+        "Seconds of training so far, across resumes."
+        return self.elapsed_before + time.perf_counter() - getattr(self, "t_start", time.perf_counter())
+
     def __enter__(self) -> "RunState":
         try: self._setup()
         except BaseException:
@@ -325,58 +332,6 @@ class RunState:
         return False
 
 # %% ../nbs/07_train.ipynb 44
-@patch
-def log(self: RunState, line: str, echo: bool = True):
-    "Append a line to train.log; print it too when no live plot shows the progress."
-    if not self.main: return
-    if self.log_file:
-        try: self.log_file.write(line + "\n")
-        except OSError as e:  # a full disk must not end the run here: the next checkpoint reports it
-            print(f"warning: could not write {self.out/'logs'/'train.log'} ({e.strerror or e}); logging to the "
-                  f"screen only.", file=sys.stderr)
-            self.log_file = None
-    if echo and getattr(self, "show_lines", True):
-        if self.bar is not None: self.bar.write(line)
-        else: print(line, flush=True)
-
-@patch
-def record(self: RunState, step: int, loss: float, lr: float, norm: float, tok_s: float):
-    h, cfg = self.history, self.cfg
-    for k, v in zip(("step", "loss", "lr", "grad_norm", "tok_s"), (step, loss, lr, norm, tok_s)): h[k].append(v)
-    if not self.main: return
-    self.emit(kind="train", step=step, loss=loss, lr=lr, grad_norm=norm, tokens_per_s=tok_s,
-              tokens_seen=(step + 1) * cfg.tokens_per_step * self.world_size)
-    if self.bar is not None:
-        self.bar.update(1)
-        self.bar.set_postfix_str(f"loss {loss:.4f} lr {lr:.2e} norm {norm:.2f} {tok_s:,.0f} tok/s", refresh=False)
-    if (cfg.log_every and step % cfg.log_every == 0) or step == cfg.steps - 1: self.log_step(-1)
-    if self.plot: self.plot.update(self.history, self._title())
-
-@patch
-def emit(self: RunState, **record):
-    "One metrics record: a line of metrics.jsonl, and a call of every `on_metrics` hook (TensorBoard, W&B, your own)."
-    if not self.main: return
-    record = {**record, "elapsed": round(self.elapsed, 3)}
-    if self.metrics_file is not None:
-        try: self.metrics_file.write(json.dumps(record) + "\n")
-        except OSError: self.metrics_file = None  # a full disk: the log line says so, the next checkpoint fails loudly
-    for hook in self.metrics_hooks: hook(record)
-
-@patch
-def log_step(self: RunState, i: int = -1):
-    "Write the log line of the `i`-th recorded step."
-    h = self.history
-    self.log(format_log_line(h["step"][i], self.cfg.steps, h["loss"][i], h["lr"][i], h["grad_norm"][i], h["tok_s"][i]))
-    self.last_logged = h["step"][i]
-
-@patch
-def _title(self: RunState) -> str:
-    h = self.history
-    title = f"{self.out.name}: step {self.step}/{self.cfg.steps}, loss {h['loss'][-1]:.4f}" if h["loss"] else self.out.name
-    if h["eval_val"] and h["eval_val"][-1] is not None: title += f", val {h['eval_val'][-1]:.4f}"
-    return title
-
-# %% ../nbs/07_train.ipynb 47
 def keep_metrics_until(path: str | os.PathLike, step: int):
     "Drop the records of steps at or after `step` from metrics.jsonl (a resumed run redoes them)."
     path = Path(path)
@@ -430,7 +385,59 @@ def metrics_hooks_for(cfg: TrainConfig) -> list[Callable]:
                               f"{'tensorboard' if cfg.tensorboard else 'wandb'}") from None
     return hooks
 
-# %% ../nbs/07_train.ipynb 50
+# %% ../nbs/07_train.ipynb 46
+@patch
+def log(self: RunState, line: str, echo: bool = True):
+    "Append a line to train.log; print it too when no live plot shows the progress."
+    if not self.main: return
+    if self.log_file:
+        try: self.log_file.write(line + "\n")
+        except OSError as e:  # a full disk must not end the run here: the next checkpoint reports it
+            print(f"warning: could not write {self.out/'logs'/'train.log'} ({e.strerror or e}); logging to the "
+                  f"screen only.", file=sys.stderr)
+            self.log_file = None
+    if echo and getattr(self, "show_lines", True):
+        if self.bar is not None: self.bar.write(line)
+        else: print(line, flush=True)
+
+@patch
+def record(self: RunState, step: int, loss: float, lr: float, norm: float, tok_s: float):
+    h, cfg = self.history, self.cfg
+    for k, v in zip(("step", "loss", "lr", "grad_norm", "tok_s"), (step, loss, lr, norm, tok_s)): h[k].append(v)
+    if not self.main: return
+    self.emit(kind="train", step=step, loss=loss, lr=lr, grad_norm=norm, tokens_per_s=tok_s,
+              tokens_seen=(step + 1) * cfg.tokens_per_step * self.world_size)
+    if self.bar is not None:
+        self.bar.update(1)
+        self.bar.set_postfix_str(f"loss {loss:.4f} lr {lr:.2e} norm {norm:.2f} {tok_s:,.0f} tok/s", refresh=False)
+    if (cfg.log_every and step % cfg.log_every == 0) or step == cfg.steps - 1: self.log_step(-1)
+    if self.plot: self.plot.update(self.history, self._title())
+
+@patch
+def emit(self: RunState, **record):
+    "One metrics record: a line of metrics.jsonl, and a call of every `on_metrics` hook (TensorBoard, W&B, your own)."
+    if not self.main: return
+    record = {**record, "elapsed": round(self.elapsed, 3)}
+    if self.metrics_file is not None:
+        try: self.metrics_file.write(json.dumps(record) + "\n")
+        except OSError: self.metrics_file = None  # a full disk: the log line says so, the next checkpoint fails loudly
+    for hook in self.metrics_hooks: hook(record)
+
+@patch
+def log_step(self: RunState, i: int = -1):
+    "Write the log line of the `i`-th recorded step."
+    h = self.history
+    self.log(format_log_line(h["step"][i], self.cfg.steps, h["loss"][i], h["lr"][i], h["grad_norm"][i], h["tok_s"][i]))
+    self.last_logged = h["step"][i]
+
+@patch
+def _title(self: RunState) -> str:
+    h = self.history
+    title = f"{self.out.name}: step {self.step}/{self.cfg.steps}, loss {h['loss'][-1]:.4f}" if h["loss"] else self.out.name
+    if h["eval_val"] and h["eval_val"][-1] is not None: title += f", val {h['eval_val'][-1]:.4f}"
+    return title
+
+# %% ../nbs/07_train.ipynb 49
 @patch
 def _setup(self: RunState):
     cfg = self.cfg
@@ -532,13 +539,13 @@ def _open_logs(self: RunState):
     self.log("# config " + json.dumps(self.cfg.to_dict()), echo=False)
     self.show_lines = not (self.cfg.live_plot and display_attached())
     if not self.show_lines: self.plot = LivePlot(baselines=self.baselines)
-    if self.cfg.progress:
+    if self.cfg.progress and (display_attached() or sys.stderr.isatty()):  # no bar drawn into a log file or a saved notebook
         from tqdm.auto import tqdm
         self.bar = tqdm(total=self.cfg.steps, initial=self.step, desc=f"train {self.out.name}", unit="step",
                         dynamic_ncols=True, leave=True)
         self._stack.callback(self.bar.close)
 
-# %% ../nbs/07_train.ipynb 53
+# %% ../nbs/07_train.ipynb 52
 @patch
 @torch.no_grad()
 def evaluate(self: RunState):
@@ -580,7 +587,7 @@ def full_val_loss(self: RunState) -> float | None:
     model.train(was_training)
     return total / n
 
-# %% ../nbs/07_train.ipynb 56
+# %% ../nbs/07_train.ipynb 55
 @patch
 def should_stop(self: RunState, loss: float, callback: Callable | None) -> bool:
     "Check the stop conditions after a step; under DDP the main process decides for everyone."
@@ -598,7 +605,7 @@ def should_stop(self: RunState, loss: float, callback: Callable | None) -> bool:
     if reason: self.stop_reason = reason
     return reason is not None
 
-# %% ../nbs/07_train.ipynb 59
+# %% ../nbs/07_train.ipynb 58
 @patch
 def save_state(self: RunState):
     "Write state.pt (atomically): what an exact resume needs."
@@ -636,9 +643,6 @@ def _load_state(self: RunState):
     self.history = {k: list(v) for k, v in state["history"].items()}
     self.elapsed_before = float(state.get("elapsed", 0.0))
 
-@patch(as_prop=True)
-def elapsed(self: RunState) -> float: return self.elapsed_before + time.perf_counter() - getattr(self, "t_start", time.perf_counter())
-
 @patch
 def diverged(self: RunState, step: int, loss: float, norm: float):
     where = (f"The last good checkpoint is {self.out/'state.pt'} (step {self.last_ckpt_step}): resume from it with "
@@ -649,7 +653,7 @@ def diverged(self: RunState, step: int, loss: float, norm: float):
     self.log(f"# stopped: {msg}")
     raise TrainingDiverged(msg)
 
-# %% ../nbs/07_train.ipynb 62
+# %% ../nbs/07_train.ipynb 61
 @patch
 def finish(self: RunState) -> TrainResult:
     "Evaluate, save state.pt, export the model with meta.json, write a sample and loss.png; return the result."
@@ -707,7 +711,7 @@ def _meta(self: RunState, sample: str) -> dict:
         "versions": library_versions(), "train_config": cfg.to_dict(),
     }
 
-# %% ../nbs/07_train.ipynb 81
+# %% ../nbs/07_train.ipynb 83
 def train_cli(argv: list[str] | None = None) -> int:
     "`gpt-mini train`: parse the flags, train, print where the run is. Returns the exit status."
     cfg = config_from_args(argv)
@@ -732,7 +736,7 @@ def train_cli(argv: list[str] | None = None) -> int:
               f"loss {h['loss'][0]:.4f} → {result.final_loss:.4f} (best {result.best_loss:.4f}){val}")
     return 0
 
-# %% ../nbs/07_train.ipynb 85
+# %% ../nbs/07_train.ipynb 87
 def ensure_run(run_dir: str | os.PathLike = "runs/small", preset: str = "small", max_seconds: float | None = 120,
                wait: float | None = 3600, **changes) -> Path:
     "`run_dir` if it holds a loadable model; else train `preset` (plus `changes`) into it within `max_seconds`."
@@ -745,7 +749,7 @@ def ensure_run(run_dir: str | os.PathLike = "runs/small", preset: str = "small",
         train(cfg)
     return run_dir
 
-# %% ../nbs/07_train.ipynb 90
+# %% ../nbs/07_train.ipynb 92
 def _running_as_script() -> bool:
     import builtins
     return not getattr(builtins, "__IPYTHON__", False)
