@@ -627,7 +627,12 @@ def _load_state(self: RunState):
     try: state = torch.load(path, map_location=self.device, weights_only=True)
     except Exception as e:
         raise CheckpointError(f"{path} could not be read ({type(e).__name__}): it is corrupted or truncated.") from None
-    saved = state.get("model_config", {})
+    needed = ("step", "model", "optimizer", "scaler", "rng", "batches", "model_config", "history")
+    if not isinstance(state, dict) or (missing := [k for k in needed if k not in state]):
+        raise CheckpointError(f"{path} is not a gpt_mini training checkpoint (it lacks "
+                              f"{', '.join(missing) if isinstance(state, dict) else 'everything: it is no dict'}): "
+                              f"nothing to resume. Start over with --overwrite, or choose another --out.")
+    saved = state["model_config"]
     diff = [f"{k}={saved.get(k)!r} in the checkpoint but {v!r} now" for k, v in self.raw_model.config.to_dict().items()
             if saved.get(k) != v]
     if diff: raise CheckpointError(f"{path} was saved from another model: " + "; ".join(diff) + ". Resume with the same "

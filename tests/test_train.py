@@ -648,3 +648,11 @@ def test_data_that_is_a_folder_or_a_device_is_named(tmp_path, capsys):
         assert train_cli(["--preset", "tiny", "--out", str(tmp_path/"run"), "--no-progress", "--data", str(data)]) == 1
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and fragment in err
+
+
+@pytest.mark.parametrize("content", [{"step": 3}, [1, 2, 3]])
+def test_resume_from_a_state_pt_that_is_no_checkpoint_is_one_line(tmp_path, capsys, content):
+    (tmp_path/"run").mkdir(); torch.save(content, tmp_path/"run"/"state.pt")
+    assert train_cli(["--preset", "tiny", "--out", str(tmp_path/"run"), "--resume", "--no-progress", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not a gpt_mini training checkpoint" in err
