@@ -126,8 +126,7 @@ def check_no_links(run_dir: str | os.PathLike, *names: str):
 
 def open_log(path: str | os.PathLike, append: bool = False):
     "A line-buffered UTF-8 log file, opened without following a symbolic link."
-    path = Path(path)
-    check_no_links(path.parent.parent, path.parent.name)
+    path = Path(path)  # (a link for a folder on the way is the caller's to refuse: the run folder itself may be one)
     flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC) | getattr(os, "O_NOFOLLOW", 0)
     try: fd = os.open(path, flags, 0o644)
     except OSError as e:
@@ -192,7 +191,6 @@ def save_model(model: nn.Module, run_dir: str | os.PathLike, meta: dict | None =
     atomic_write(run_dir/"model.pt", lambda f: torch.save(state, f))
     atomic_write_text(run_dir/"config.json", json.dumps(model.config.to_dict(), indent=2) + "\n")
     if meta is not None: atomic_write_text(run_dir/"meta.json", json.dumps(meta, indent=2, default=str) + "\n")
-    if not (run_dir/RUN_MARKER).exists(): mark_run_folder(run_dir)
     return run_dir
 
 # %% ../nbs/05_run.ipynb 20

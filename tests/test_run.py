@@ -165,7 +165,8 @@ def test_folder_kinds(tmp_path):
     legacy = tmp_path/"legacy"; legacy.mkdir(); (legacy/"state.pt").write_bytes(b"x")
     assert run_folder_kind(legacy) == "run"  # what older versions wrote, without the mark
     save_model(GPT(GPTConfig.from_preset("tiny")), tmp_path/"saved")
-    assert run_folder_kind(tmp_path/"saved") == "run" and (tmp_path/"saved"/".gpt_mini_run").is_file()
+    assert run_folder_kind(tmp_path/"saved") == "run"  # config.json with weights: a model folder, even unmarked
+    assert not (tmp_path/"saved"/".gpt_mini_run").exists()  # only training marks (an exported Space carries no mark)
 
 
 def test_stale_temps_only_ours(tmp_path):
@@ -235,3 +236,11 @@ def test_a_config_far_larger_than_its_weights_is_refused_before_allocating(saved
     with pytest.raises(CheckpointError, match=f"{field}=\\d+ in the weights but {value} in config.json"): load_model(d)
     assert time.perf_counter() - t0 < 5
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: nothing the size of the config
+
+
+def test_a_run_folder_that_is_itself_a_link_is_fine(tmp_path):
+    "Runs kept on another disk through a link (runs -> /mnt/big/runs) are the user's choice; links inside a run are not."
+    from gpt_mini.run import open_log
+    (tmp_path/"big").mkdir(); (tmp_path/"run").symlink_to(tmp_path/"big")
+    with open_log(tmp_path/"run"/"metrics.jsonl") as f: f.write("{}\n")
+    assert (tmp_path/"big"/"metrics.jsonl").read_text() == "{}\n"

@@ -656,3 +656,9 @@ def test_resume_from_a_state_pt_that_is_no_checkpoint_is_one_line(tmp_path, caps
     assert train_cli(["--preset", "tiny", "--out", str(tmp_path/"run"), "--resume", "--no-progress", "--device", "cpu"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "is not a gpt_mini training checkpoint" in err
+
+
+def test_training_into_a_linked_run_folder(tmp_path):
+    (tmp_path/"big").mkdir(); (tmp_path/"runs").symlink_to(tmp_path/"big")
+    r = train(quick(tmp_path, name="runs/x"))
+    assert r.steps_done == 12 and (tmp_path/"big"/"x"/"metrics.jsonl").is_file()
