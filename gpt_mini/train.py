@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import json
 import math
 import os
@@ -39,7 +40,7 @@ __all__ = ['DTYPES', 'OPENAI_GPT2', 'Precision', 'cpu_bf16_speedup', 'pick_preci
            'rng_state', 'set_rng_state', 'make_optimizer', 'set_lr', 'initial_model', 'train_step', 'format_log_line',
            'perplexity', 'smooth', 'loss_figure', 'display_attached', 'LivePlot', 'TrainingDiverged', 'TrainResult',
            'train', 'dist_env', 'RunState', 'keep_metrics_until', 'read_metrics', 'history_from_metrics',
-           'tensorboard_hook', 'wandb_hook', 'metrics_hooks_for', 'train_cli', 'ensure_run']
+           'tensorboard_hook', 'wandb_hook', 'check_metrics_packages', 'metrics_hooks_for', 'train_cli', 'ensure_run']
 
 # %% ../nbs/07_train.ipynb 7
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -374,16 +375,18 @@ def wandb_hook(project: str, **init) -> Callable:
     run = wandb.init(project=project, **init)
     return lambda record: run.log({f"{record['kind']}/{k}": v for k, v in _numbers(record).items()}, step=record["step"])
 
+def check_metrics_packages(cfg: TrainConfig):
+    "Import what `--tensorboard` and `--wandb` need now: a missing package stops the start, before any file is written."
+    for flag, module in (("tensorboard", "torch.utils.tensorboard"), ("wandb", "wandb")):
+        if not getattr(cfg, flag): continue
+        try: importlib.import_module(module)
+        except ImportError: raise CheckpointError(f"--{flag} needs the {flag} package: pip install {flag}") from None
+
 def metrics_hooks_for(cfg: TrainConfig) -> list[Callable]:
     "The hooks that `cfg.tensorboard` and `cfg.wandb` ask for."
-    hooks = []
-    try:
-        if cfg.tensorboard: hooks.append(tensorboard_hook(cfg.tensorboard))
-        if cfg.wandb: hooks.append(wandb_hook(cfg.wandb, config=cfg.to_dict()))
-    except ImportError as e:
-        raise CheckpointError(f"--tensorboard/--wandb need their package ({e.name or e}): pip install "
-                              f"{'tensorboard' if cfg.tensorboard else 'wandb'}") from None
-    return hooks
+    check_metrics_packages(cfg)
+    return ([tensorboard_hook(cfg.tensorboard)] if cfg.tensorboard else []) + \
+           ([wandb_hook(cfg.wandb, config=cfg.to_dict())] if cfg.wandb else [])
 
 # %% ../nbs/07_train.ipynb 46
 @patch
@@ -443,13 +446,11 @@ def _setup(self: RunState):
     cfg = self.cfg
     if self.world_size > 1: self._init_distributed()
     else: self.device = pick_device(cfg.device)
-    if self.main:
-        refuse_foreign_folder(self.out)  # before the lock: not even a .lock file in a stranger's folder
-        self._stack.enter_context(run_lock(self.out, timeout=0))
-        self._check_out_folder()
-        check_no_links(self.out, "logs", "state.pt")
-        remove_stale_temps(self.out)
     self.precision = pick_precision(self.device, cfg.dtype)
+    check_metrics_packages(cfg)
+    if self.main:  # read-only checks first: a start that fails writes nothing, not even a .lock
+        refuse_foreign_folder(self.out)
+        self._check_out_folder()
     self.kept_memory = self.device.type == "cpu" and keep_freed_memory()  # no page faults for each step's buffers
     if self.device.type == "cuda": torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     if self.data is None: self.data = load_dataset(cfg.data, val_frac=cfg.val_frac)
@@ -463,6 +464,11 @@ def _setup(self: RunState):
                            self.rank, self.world_size)
     self.eval_sets = self._make_eval_sets()
     self.baselines = baseline_losses(self.data.train, self.data.val, self.raw_model.config.vocab_size)
+    if self.main:  # everything else that can fail has been tried: only now take the folder
+        self._stack.enter_context(run_lock(self.out, timeout=0))
+        self._check_out_folder()  # again, under the lock: another run may have started in it meanwhile
+        check_no_links(self.out, "logs", "state.pt")
+        remove_stale_temps(self.out)
     if cfg.resume: self._load_state()
     elif self.world_size > 1: torch.manual_seed(cfg.seed + self.rank)  # different dropout masks per process
     self.model = self.raw_model

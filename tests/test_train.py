@@ -604,7 +604,22 @@ def test_tensorboard_without_its_package_is_one_line(tmp_path, monkeypatch, caps
     argv = ["--preset", "tiny", "--steps", "6", "--out", str(tmp_path/"run"), "--no-progress", "--tensorboard", str(tmp_path/"tb")]
     assert train_cli(argv) == 1
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "pip install tensorboard" in err
+    assert len(err.splitlines()) == 1 and "--tensorboard" in err and "pip install tensorboard" in err
+    assert not (tmp_path/"run").exists() and not (tmp_path/"tb").exists()  # said before anything was written
+
+
+def test_a_start_that_fails_leaves_no_folder_behind(tmp_path, capsys):
+    "Whatever stops a new run before its first step (text, --init, --seq-len) leaves --out as it was: absent."
+    (tmp_path/"short.txt").write_text("To be.")
+    cases = [(["--data", str(tmp_path/"short.txt")], "seq_len + 1"),
+             (["--init", str(tmp_path/"nowhere")], "--init"),
+             (["--data", str(tmp_path/"missing.txt")], "not found")]
+    for i, (extra, fragment) in enumerate(cases):
+        out = tmp_path/f"run{i}"
+        assert train_cli(["--preset", "tiny", "--out", str(out), "--no-progress", *extra]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and fragment in err, err
+        assert not out.exists(), sorted(p.name for p in out.iterdir())
 
 
 # ---- fine-tuning: --init ----------------------------------------------------------------------------------------------------
@@ -630,6 +645,7 @@ def test_init_errors_are_one_line(tmp_path, capsys, monkeypatch):
         assert train_cli(argv) == 1
         err = capsys.readouterr().err.strip()
         assert err.startswith("gpt-mini train: error: --init") and fragment in err and len(err.splitlines()) == 1
+        assert not (tmp_path/init).exists()  # no empty run folder (not even a .lock) for a start that failed
 
 
 @pytest.mark.parametrize("argv,fragment", [
