@@ -30,7 +30,7 @@ def attention_by_hand(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal:
     weights = scores.softmax(dim=-1)
     return weights @ v, weights
 
-# %% ../nbs/01_attention.ipynb 17
+# %% ../nbs/01_attention.ipynb 18
 def plot_attention(weights, tokens=None, ax=None, title: str | None = None, cmap: str = "viridis"):
     "Draw a (T, T) attention matrix as a heatmap with the tokens on both axes; returns the matplotlib Figure."
     import matplotlib.pyplot as plt
@@ -54,7 +54,7 @@ def plot_attention(weights, tokens=None, ax=None, title: str | None = None, cmap
     if created: fig.tight_layout()
     return fig
 
-# %% ../nbs/01_attention.ipynb 28
+# %% ../nbs/01_attention.ipynb 29
 class KVCache:
     "Keys and values of one attention layer for the positions seen so far, in preallocated (B, H, max_len, head_dim) tensors."
     def __init__(self, max_len: int):
@@ -76,7 +76,7 @@ class KVCache:
 
     def reset(self): self.len = 0
 
-# %% ../nbs/01_attention.ipynb 29
+# %% ../nbs/01_attention.ipynb 30
 class CausalSelfAttention(nn.Module):
     "Multi-head causal self-attention (GPT-2 layout), fused SDPA kernel, optional KV cache."
     def __init__(self, n_embd: int, n_head: int, bias: bool = True, dropout: float = 0.0):

@@ -102,7 +102,7 @@ def decode(ids) -> str:
     if isinstance(ids, torch.Tensor): ids = ids.tolist()
     return get_tokenizer().decode([int(i) for i in ids])
 
-# %% ../nbs/00_data.ipynb 18
+# %% ../nbs/00_data.ipynb 24
 def text_sha256(text: str) -> str:
     "The hex SHA-256 of a text's UTF-8 bytes: the key of its token cache and the data fingerprint of a run."
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -120,7 +120,7 @@ def tokenize_cached(text: str, cache: bool = True) -> np.ndarray:
         except CheckpointError: pass  # a cache that cannot be written (read-only, full) only makes the next start slower
     return ids
 
-# %% ../nbs/00_data.ipynb 20
+# %% ../nbs/00_data.ipynb 26
 @dataclass
 class TextData:
     "A tokenized text split into training and validation ids."
@@ -147,7 +147,7 @@ def load_dataset(path: str | os.PathLike | None = None, val_frac: float = 0.1, c
     train, val = split_ids(ids, val_frac)
     return TextData(train, val, p, text_sha256(text), len(text))
 
-# %% ../nbs/00_data.ipynb 26
+# %% ../nbs/00_data.ipynb 33
 class Batches:
     "Endless (x, y) batches of shape (batch_size, seq_len) from a 1-D array of token ids."
     def __init__(self, ids, batch_size: int, seq_len: int, mode: str = "random", seed: int = 0,
@@ -191,13 +191,13 @@ class Batches:
     def load_state_dict(self, state: dict):
         self.pos = int(state["pos"]); self.gen.set_state(state["gen"])
 
-# %% ../nbs/00_data.ipynb 33
+# %% ../nbs/00_data.ipynb 40
 def unigram_probs(train_ids, vocab_size: int = 50257) -> np.ndarray:
     "P(token) from counts over `train_ids`, add-one smoothed so that no token has probability 0."
     counts = np.bincount(np.asarray(train_ids, dtype=np.int64), minlength=vocab_size).astype(np.float64)
     return (counts + 1) / (counts.sum() + vocab_size)
 
-# %% ../nbs/00_data.ipynb 34
+# %% ../nbs/00_data.ipynb 41
 class BigramModel:
     "P(next | previous) from pair counts over `train_ids`, interpolated with the unigram (Witten-Bell)."
     def __init__(self, train_ids, vocab_size: int = 50257):
@@ -222,7 +222,7 @@ class BigramModel:
         counted = np.divide(self.pair_count(prev, nxt), c, out=np.zeros_like(c), where=c > 0)
         return trust * counted + (1 - trust) * self.unigram[nxt]
 
-# %% ../nbs/00_data.ipynb 35
+# %% ../nbs/00_data.ipynb 42
 def baseline_losses(train_ids, val_ids, vocab_size: int = 50257) -> dict[str, float]:
     "Mean cross-entropy (nats per token) on `val_ids` of the unigram and the bigram models counted on `train_ids`."
     val = np.asarray(val_ids, dtype=np.int64)

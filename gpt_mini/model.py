@@ -185,7 +185,7 @@ def count_params(config: GPTConfig) -> int:
             + (C * 4 * C + 4 * C * per_bias) + (4 * C * C + C * per_bias)
     return c.vocab_size * C + c.block_size * C + c.n_layer * block + ln
 
-# %% ../nbs/03_model.ipynb 27
+# %% ../nbs/03_model.ipynb 30
 _CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 class PretrainedError(OSError):
@@ -242,7 +242,7 @@ def from_pretrained(cls: GPT, name: str = "gpt2", **hf_kwargs) -> GPT:
             f"HF_HUB_OFFLINE unset, or use a model trained with gpt_mini instead.") from None
     return cls.from_hf(hf)
 
-# %% ../nbs/03_model.ipynb 34
+# %% ../nbs/03_model.ipynb 37
 def _real(x) -> float | None:
     "`x` as a float when it is a real number (an int, a float, a 0-d tensor; not a bool or a string), else None."
     if x is None or isinstance(x, (bool, str, bytes)): return None
@@ -343,7 +343,7 @@ def _sample(logits, temperature, top_k, top_p, generator):
     if nucleus: probs = probs.masked_fill(probs.cumsum(-1) - probs >= top_p, 0.0)  # as top_p_filter, in sorted order
     return ids.gather(-1, _draw(probs, generator)[..., None])[..., 0]
 
-# %% ../nbs/03_model.ipynb 38
+# %% ../nbs/03_model.ipynb 41
 def _as_prompt_ids(idx, vocab_size: int | None = None) -> torch.Tensor:
     try: ids = torch.as_tensor(idx, dtype=torch.long)
     except (TypeError, ValueError, OverflowError, RuntimeError) as e:
@@ -422,7 +422,7 @@ def _generate(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, us
     finally:
         model.train(was_training)
 
-# %% ../nbs/03_model.ipynb 45
+# %% ../nbs/03_model.ipynb 48
 def stream_text(model: GPT, prompt: str, max_new_tokens: int = 200, temperature: float = 1.0,
                 top_k: int | None = None, top_p: float | None = None, seed: int | None = None):
     """Continue `prompt`, yielding text pieces as tokens arrive; a multi-byte UTF-8 character is never split.
@@ -451,7 +451,7 @@ def _stream_pieces(tokens, enc):
     tail = decoder.decode(b"", final=True)
     if tail: yield tail
 
-# %% ../nbs/03_model.ipynb 51
+# %% ../nbs/03_model.ipynb 54
 def quantize_for_cpu(model: GPT) -> GPT:
     "An int8 copy of `model` for fast CPU inference: Linear weights in 8 bits (a scale per output row). `model` is untouched."
     import copy, warnings
@@ -471,7 +471,7 @@ def quantize_for_cpu(model: GPT) -> GPT:
         except RuntimeError:  # an engine without per-row scales (some ARM builds): one scale per matrix
             return quantize_dynamic(cpu_copy, {nn.Linear: default_dynamic_qconfig}, dtype=torch.qint8)
 
-# %% ../nbs/03_model.ipynb 58
+# %% ../nbs/03_model.ipynb 61
 def pack_for_cpu(model: GPT) -> GPT:
     "A float32 copy of `model` for CPU inference whose Linear layers run on oneDNN with pre-packed weights. `model` is untouched."
     import copy, warnings
@@ -484,7 +484,7 @@ def pack_for_cpu(model: GPT) -> GPT:
             raise RuntimeError("This PyTorch has no torch.utils.mkldnn.to_mkldnn: sample with the model as it is") from e
         return to_mkldnn(copy.deepcopy(model).cpu().float().eval())
 
-# %% ../nbs/03_model.ipynb 63
+# %% ../nbs/03_model.ipynb 66
 def attention_maps(model: GPT, prompt) -> torch.Tensor:
     "Attention weights of every layer and head for a prompt (text or token ids): a (n_layer, n_head, T, T) tensor."
     if isinstance(prompt, str):
@@ -499,7 +499,7 @@ def attention_maps(model: GPT, prompt) -> torch.Tensor:
     finally: model.train(was_training)
     return torch.stack([w[0] for w in weights]).float().cpu()
 
-# %% ../nbs/03_model.ipynb 65
+# %% ../nbs/03_model.ipynb 68
 def explore_attention(model: GPT, prompt: str, layer: int = 0, head: int = 0):
     "Explorer logic: (figure of `layer`/`head`'s attention on `prompt`, with the tokens on both axes; a summary line)."
     from gpt_mini.attention import plot_attention

@@ -81,7 +81,7 @@ def schedule_figure(max_lr: float = 3e-4, warmup_steps: int = 500, total_steps: 
     ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0)); ax.legend(loc="upper right")
     return fig
 
-# %% ../nbs/04_scheduler.ipynb 25
+# %% ../nbs/04_scheduler.ipynb 27
 def explore_schedule(max_lr: float, warmup_steps: int, total_steps: int, floor: float = 0.0):
     "Explorer logic: (figure, summary) for a schedule whose floor is `floor × max_lr`; warmup is clamped to the total."
     total_steps = max(int(total_steps), 1)
