@@ -20,8 +20,8 @@ from .run import atomic_write_text
 from .schedule import check_schedule
 
 # %% auto 0
-__all__ = ['CHOICES', 'TRAIN_PRESETS', 'PRESET_ALIASES', 'TrainConfig', 'config_fields', 'build_parser', 'read_train_config',
-           'write_train_config', 'config_from_args']
+__all__ = ['CHOICES', 'TRAIN_PRESETS', 'PRESET_ALIASES', 'TrainConfig', 'one_line', 'CLIParser', 'config_fields', 'build_parser',
+           'read_train_config', 'write_train_config', 'config_from_args']
 
 # %% ../nbs/06_config.ipynb 6
 @dataclass
@@ -150,7 +150,17 @@ TRAIN_PRESETS = {
 }
 PRESET_ALIASES = {"seed": "original"}  # old names of presets (`seed` was easy to confuse with --seed)
 
-# %% ../nbs/06_config.ipynb 10
+# %% ../nbs/06_config.ipynb 11
+def one_line(message) -> str:
+    "`message` as one line: every run of whitespace, newlines included, becomes one space."
+    return " ".join(str(message).split())
+
+class CLIParser(argparse.ArgumentParser):
+    "The parser of every `gpt-mini` subcommand: a usage error is one line on stderr, `PROG: error: ...`, and exit status 2."
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (`{self.prog} --help` lists the options)\n")
+
+# %% ../nbs/06_config.ipynb 13
 # fields that are no flags: --preset is a flag of its own, the live plot is for notebooks
 _NOT_FLAGS = ("preset", "live_plot")
 # fields about one invocation, not about the run: left out of the run's train_config.json
@@ -186,7 +196,7 @@ def _preset_table() -> str:
 
 def build_parser(prog: str = "gpt-mini train") -> argparse.ArgumentParser:
     "The parser of `gpt-mini train`: one flag per TrainConfig field, its help the field's comment, its default the field's."
-    p = argparse.ArgumentParser(prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = CLIParser(prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train a GPT on a text file and write a run folder (config.json, model.safetensors, model.pt, "
                     "meta.json, train_config.json, logs/train.log, sample_output.txt, loss.png, state.pt).",
         epilog="presets (what each changes from the defaults):\n" + _preset_table() + "\n\n"

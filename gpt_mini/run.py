@@ -6,10 +6,13 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
+import math
 import os
 import platform
 import re
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -18,11 +21,15 @@ import torch
 import torch.nn as nn
 
 from .model import GPT, GPTConfig
+from .schedule import notebook_figure  # chapter 04: a Figure that shows in any notebook
 
 # %% auto 0
 __all__ = ['RUN_MARKER', 'pick_device', 'CheckpointError', 'atomic_write', 'atomic_write_text', 'remove_stale_temps',
            'run_folder_kind', 'refuse_foreign_folder', 'mark_run_folder', 'check_no_links', 'open_log', 'run_lock',
-           'unwrap', 'save_model', 'read_config', 'read_weights', 'check_weights', 'load_model', 'library_versions']
+           'unwrap', 'save_model', 'read_config', 'read_weights', 'check_weights', 'load_model', 'format_log_line',
+           'perplexity', 'keep_metrics_until', 'read_metrics', 'history_from_metrics', 'tensorboard_hook', 'wandb_hook',
+           'check_metrics_packages', 'metrics_hooks_for', 'smooth', 'loss_figure', 'display_attached', 'LivePlot',
+           'library_versions']
 
 # %% ../nbs/05_run.ipynb 6
 def pick_device(device: str | torch.device = "auto") -> torch.device:
@@ -293,6 +300,130 @@ def load_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -
     return model.to(pick_device(device)).eval()
 
 # %% ../nbs/05_run.ipynb 27
+def format_log_line(step: int, total: int, loss: float, lr: float, grad_norm: float | None = None,
+                    tokens_per_s: float | None = None) -> str:
+    "One log line; its first three fields are exactly the recipe's `step 50/5000 | loss 8.3372 | lr 3.120000e-05`."
+    line = f"step {step}/{total} | loss {loss:.4f} | lr {lr:.6e}"
+    if grad_norm is not None: line += f" | grad_norm {grad_norm:.4f}"
+    if tokens_per_s is not None: line += f" | {tokens_per_s:,.0f} tok/s"
+    return line
+
+def perplexity(loss: float) -> float:
+    "exp(loss): the number of equally likely tokens that would leave a model as unsure as this loss says."
+    return math.exp(loss) if loss < 700 else math.inf  # math.exp overflows past ~709
+
+# %% ../nbs/05_run.ipynb 30
+def keep_metrics_until(path: str | os.PathLike, step: int):
+    "Drop the records of steps at or after `step` from metrics.jsonl (a resumed run redoes them)."
+    path = Path(path)
+    if not path.is_file(): return
+    kept = [l for l in path.read_text(encoding="utf-8").splitlines()
+            if l.strip() and (r := json.loads(l))["step"] < step + (r["kind"] != "train")]
+    atomic_write_text(path, "".join(l + "\n" for l in kept))
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    "The records of a run's metrics.jsonl."
+    path = Path(run_dir)/"metrics.jsonl"
+    return [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
+
+def history_from_metrics(records: list[dict]) -> dict:
+    "The history dict (`loss_figure`'s input) that a list of metrics records describes."
+    h = {"step": [], "loss": [], "lr": [], "grad_norm": [], "tok_s": [], "eval_step": [], "eval_train": [], "eval_val": []}
+    for r in records:
+        if r["kind"] == "train":
+            for k, key in (("step", "step"), ("loss", "loss"), ("lr", "lr"), ("grad_norm", "grad_norm"), ("tok_s", "tokens_per_s")):
+                h[k].append(r[key])
+        elif r["kind"] == "eval":
+            h["eval_step"].append(r["step"]); h["eval_train"].append(r["train_loss"]); h["eval_val"].append(r["val_loss"])
+    return h
+
+# %% ../nbs/05_run.ipynb 33
+def _numbers(record: dict) -> dict:
+    return {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
+
+def tensorboard_hook(log_dir: str | os.PathLike) -> Callable:
+    "An `on_metrics` hook that writes every record to TensorBoard (`pip install tensorboard`) as `kind/name` scalars."
+    from torch.utils.tensorboard import SummaryWriter  # ImportError without the tensorboard package
+    writer = SummaryWriter(str(log_dir))
+    def hook(record: dict):
+        for name, value in _numbers(record).items(): writer.add_scalar(f"{record['kind']}/{name}", value, record["step"])
+        if record["kind"] != "train": writer.flush()
+    return hook
+
+def wandb_hook(project: str, **init) -> Callable:
+    "An `on_metrics` hook that logs every record to Weights & Biases (`pip install wandb`, then `wandb login`)."
+    import wandb
+    run = wandb.init(project=project, **init)
+    return lambda record: run.log({f"{record['kind']}/{k}": v for k, v in _numbers(record).items()}, step=record["step"])
+
+def check_metrics_packages(tensorboard: str | None = None, wandb: str | None = None):
+    "Import what `--tensorboard` and `--wandb` need now: a missing package stops the start, before any file is written."
+    for flag, wanted, module in (("tensorboard", tensorboard, "torch.utils.tensorboard"), ("wandb", wandb, "wandb")):
+        if not wanted: continue
+        try: importlib.import_module(module)
+        except ImportError: raise CheckpointError(f"--{flag} needs the {flag} package: pip install {flag}") from None
+
+def metrics_hooks_for(tensorboard: str | None = None, wandb: str | None = None, config: dict | None = None) -> list[Callable]:
+    "The hooks that `--tensorboard DIR` and `--wandb PROJECT` ask for (`config`: what W&B records of the run)."
+    check_metrics_packages(tensorboard, wandb)
+    return ([tensorboard_hook(tensorboard)] if tensorboard else []) + ([wandb_hook(wandb, config=config)] if wandb else [])
+
+# %% ../nbs/05_run.ipynb 36
+def smooth(values, alpha: float = 0.1) -> np.ndarray:
+    "Exponential moving average, started at the first value."
+    out, avg = [], None
+    for v in values:
+        avg = v if avg is None else (1 - alpha) * avg + alpha * v
+        out.append(avg)
+    return np.asarray(out)
+
+def loss_figure(history: dict, title: str = "", figsize=(8, 3.6), baselines: dict | None = None):
+    """A matplotlib Figure of a run's losses: per step, smoothed, and the train/validation evaluations; `baselines`
+    ({name: validation loss}, e.g. the unigram and bigram counts of `baseline_losses`) as horizontal lines."""
+    fig = notebook_figure(figsize)
+    ax = fig.subplots()
+    steps, losses = history.get("step", []), history.get("loss", [])
+    if steps:
+        ax.plot(steps, losses, color="tab:blue", alpha=0.25, lw=0.8, label="train loss (per step)")
+        alpha = float(np.clip(20 / len(losses), 0.02, 0.3))  # lag ≈ 1/alpha steps: short for short runs
+        ax.plot(steps, smooth(losses, alpha), color="tab:blue", lw=1.8, label="train loss (smoothed)")
+    if history.get("eval_step"):
+        ax.plot(history["eval_step"], history["eval_train"], "o-", color="tab:green", ms=4, label="train (eval batches)")
+        if any(v is not None for v in history["eval_val"]):
+            ax.plot(history["eval_step"], [np.nan if v is None else v for v in history["eval_val"]], "s-",
+                    color="tab:red", ms=4, label="validation")
+    for (name, loss), style in zip((baselines or {}).items(), ("--", ":", "-.")):
+        ax.axhline(loss, color="0.35", ls=style, lw=1, label=f"{name} counts, validation ({loss:.2f})")
+    ax.set_xlabel("step"); ax.set_ylabel("cross-entropy loss")
+    if losses and min(losses) > 0 and max(losses) / min(losses) > 20: ax.set_yscale("log")
+    ax.grid(alpha=0.3); ax.set_title(title, fontsize=10)
+    if steps: ax.legend(loc="upper right", fontsize=8)
+    return fig
+
+# %% ../nbs/05_run.ipynb 41
+def display_attached() -> bool:
+    "True inside a Jupyter/Colab kernel (a place where figures can be shown), False in a terminal or script."
+    try:
+        from IPython import get_ipython
+    except ImportError: return False
+    shell = get_ipython()
+    # a kernel redraws a display in place; a terminal IPython, or a notebook executed without a front end (nbdev_test,
+    # saving outputs), would stack every redraw: they get log lines instead
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+class LivePlot:
+    "A loss figure that redraws in place in a notebook (one display handle), rate-limited to every `min_interval` s."
+    def __init__(self, min_interval: float = 5.0, baselines: dict | None = None):
+        self.handle, self.min_interval, self.last, self.baselines = None, min_interval, 0.0, baselines
+        from IPython.display import display
+        self.handle = display(loss_figure({}, "starting…", baselines=baselines), display_id=True)
+
+    def update(self, history: dict, title: str, force: bool = False):
+        if not force and time.monotonic() - self.last < self.min_interval: return
+        self.last = time.monotonic()
+        if self.handle is not None: self.handle.update(loss_figure(history, title, baselines=self.baselines))
+
+# %% ../nbs/05_run.ipynb 44
 def library_versions() -> dict:
     "Versions of what produced a run (for meta.json)."
     import gpt_mini

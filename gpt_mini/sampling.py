@@ -19,6 +19,7 @@ from .schedule import notebook_figure  # chapter 04: a Figure that shows in any 
 from .model import NonFiniteLogitsError, quantize_for_cpu, sample_next, stream_text, top_k_filter, top_p_filter
 from .model import _check_sampling  # the knobs' rules and messages, exactly as sample_next applies them
 from .model import _as_prompt_ids, _check_finite, _check_generate  # ... and generate's
+from .config import CLIParser, one_line  # every subcommand's parser (chapter 06)
 
 # %% auto 0
 __all__ = ['MODEL_COLOR', 'KNOB_COLOR', 'SAMPLE_EXIT_STATUS', 'filtered_probs', 'keep_stats', 'knob_label', 'plot_knobs',
@@ -228,13 +229,6 @@ def explore_sample(model, prompt: str, temperature: float = 0.8, top_k: int | No
     return text, fig
 
 # %% ../nbs/08_sampling.ipynb 46
-class _CLIParser(argparse.ArgumentParser):
-    "An ArgumentParser whose usage errors are one line on stderr, `PROG: error: what is wrong`, and exit status 2."
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {_one_line(message)}\n")
-
-def _one_line(message) -> str: return " ".join(str(message).split())
-
 def _finite_float(s: str) -> float:
     "argparse type: a finite float (`float` itself takes 'nan' and 'inf', which would pass every `x < lo` check)."
     try: x = float(s)
@@ -270,7 +264,7 @@ exit status:
 
 def sample_cli(argv: list[str] | None = None) -> int:
     "`gpt-mini sample`: generate text from a trained run folder, printing it as it comes."
-    parser = _CLIParser(
+    parser = CLIParser(
         prog="gpt-mini sample",
         description="Generate text from a trained run folder, printing it as it is generated.",
         epilog='example: gpt-mini sample --ckpt runs/small --prompt "ROMEO:" --temperature 0.8 --top-p 0.9 --seed 1'
@@ -296,7 +290,7 @@ def sample_cli(argv: list[str] | None = None) -> int:
                         help="on a CPU, sample from int8 weights: several times faster, the likeliest next token "
                              "~99%% the same as float32 (see `quantize_for_cpu`)")
     args = parser.parse_args(argv)
-    def fail(message): parser.exit(1, f"{parser.prog}: error: {_one_line(message)}\n")  # the run, not the command line
+    def fail(message): parser.exit(1, f"{parser.prog}: error: {one_line(message)}\n")  # the run, not the command line
 
     from gpt_mini.run import CheckpointError, load_model, pick_device  # here: `--help` needs none of it
     try:  # everything the command line alone decides, before a single weight is read

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import json
 import math
 import os
 import random
-import re
 import signal
 import sys
 import threading
@@ -28,19 +26,19 @@ import torch
 import torch.nn as nn
 
 from .data import DataError, Batches, TextData, load_dataset, baseline_losses, TOKENIZER_NAME
-from .model import GPT, GPTConfig, num_params, stream_text
+from .model import GPT, num_params, stream_text
 from .config import TrainConfig, config_from_args, write_train_config
-from .schedule import lr_at, lr_after_step, notebook_figure
+from .schedule import lr_at
 from .run import (CheckpointError, atomic_write, atomic_write_text, check_no_links, library_versions, load_model,
                           mark_run_folder, open_log, pick_device, refuse_foreign_folder, remove_stale_temps, run_lock,
                           save_model, unwrap)
+from .run import (LivePlot, check_metrics_packages, display_attached, format_log_line, history_from_metrics,
+                          keep_metrics_until, loss_figure, metrics_hooks_for, perplexity)  # what a run shows (chapter 05)
 
 # %% auto 0
 __all__ = ['DTYPES', 'OPENAI_GPT2', 'Precision', 'cpu_bf16_speedup', 'pick_precision', 'keep_freed_memory', 'seed_everything',
-           'rng_state', 'set_rng_state', 'make_optimizer', 'set_lr', 'initial_model', 'train_step', 'format_log_line',
-           'perplexity', 'smooth', 'loss_figure', 'display_attached', 'LivePlot', 'TrainingDiverged', 'TrainResult',
-           'train', 'dist_env', 'RunState', 'keep_metrics_until', 'read_metrics', 'history_from_metrics',
-           'tensorboard_hook', 'wandb_hook', 'check_metrics_packages', 'metrics_hooks_for', 'train_cli', 'ensure_run']
+           'rng_state', 'set_rng_state', 'make_optimizer', 'set_lr', 'initial_model', 'train_step', 'TrainingDiverged',
+           'TrainResult', 'train', 'dist_env', 'RunState', 'train_cli', 'ensure_run']
 
 # %% ../nbs/07_train.ipynb 7
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -179,74 +177,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batches, prec
     optimizer.zero_grad(set_to_none=True)
     return loss, norm.item()
 
-# %% ../nbs/07_train.ipynb 32
-def format_log_line(step: int, total: int, loss: float, lr: float, grad_norm: float | None = None,
-                    tokens_per_s: float | None = None) -> str:
-    "One log line; its first three fields are exactly the recipe's `step 50/5000 | loss 8.3372 | lr 3.120000e-05`."
-    line = f"step {step}/{total} | loss {loss:.4f} | lr {lr:.6e}"
-    if grad_norm is not None: line += f" | grad_norm {grad_norm:.4f}"
-    if tokens_per_s is not None: line += f" | {tokens_per_s:,.0f} tok/s"
-    return line
-
-def perplexity(loss: float) -> float:
-    "exp(loss): the number of equally likely tokens that would leave a model as unsure as this loss says."
-    return math.exp(loss) if loss < 700 else math.inf  # math.exp overflows past ~709
-
-# %% ../nbs/07_train.ipynb 35
-def smooth(values, alpha: float = 0.1) -> np.ndarray:
-    "Exponential moving average, started at the first value."
-    out, avg = [], None
-    for v in values:
-        avg = v if avg is None else (1 - alpha) * avg + alpha * v
-        out.append(avg)
-    return np.asarray(out)
-
-def loss_figure(history: dict, title: str = "", figsize=(8, 3.6), baselines: dict | None = None):
-    """A matplotlib Figure of a run's losses: per step, smoothed, and the train/validation evaluations; `baselines`
-    ({name: validation loss}, e.g. the unigram and bigram counts of `baseline_losses`) as horizontal lines."""
-    fig = notebook_figure(figsize)
-    ax = fig.subplots()
-    steps, losses = history.get("step", []), history.get("loss", [])
-    if steps:
-        ax.plot(steps, losses, color="tab:blue", alpha=0.25, lw=0.8, label="train loss (per step)")
-        alpha = float(np.clip(20 / len(losses), 0.02, 0.3))  # lag ≈ 1/alpha steps: short for short runs
-        ax.plot(steps, smooth(losses, alpha), color="tab:blue", lw=1.8, label="train loss (smoothed)")
-    if history.get("eval_step"):
-        ax.plot(history["eval_step"], history["eval_train"], "o-", color="tab:green", ms=4, label="train (eval batches)")
-        if any(v is not None for v in history["eval_val"]):
-            ax.plot(history["eval_step"], [np.nan if v is None else v for v in history["eval_val"]], "s-",
-                    color="tab:red", ms=4, label="validation")
-    for (name, loss), style in zip((baselines or {}).items(), ("--", ":", "-.")):
-        ax.axhline(loss, color="0.35", ls=style, lw=1, label=f"{name} counts, validation ({loss:.2f})")
-    ax.set_xlabel("step"); ax.set_ylabel("cross-entropy loss")
-    if losses and min(losses) > 0 and max(losses) / min(losses) > 20: ax.set_yscale("log")
-    ax.grid(alpha=0.3); ax.set_title(title, fontsize=10)
-    if steps: ax.legend(loc="upper right", fontsize=8)
-    return fig
-
-def display_attached() -> bool:
-    "True inside a Jupyter/Colab kernel (a place where figures can be shown), False in a terminal or script."
-    try:
-        from IPython import get_ipython
-    except ImportError: return False
-    shell = get_ipython()
-    # a kernel redraws a display in place; a terminal IPython, or a notebook executed without a front end (nbdev_test,
-    # saving outputs), would stack every redraw: they get log lines instead
-    return shell is not None and getattr(shell, "kernel", None) is not None
-
-class LivePlot:
-    "A loss figure that redraws in place in a notebook (one display handle), rate-limited to every `min_interval` s."
-    def __init__(self, min_interval: float = 5.0, baselines: dict | None = None):
-        self.handle, self.min_interval, self.last, self.baselines = None, min_interval, 0.0, baselines
-        from IPython.display import display
-        self.handle = display(loss_figure({}, "starting…", baselines=baselines), display_id=True)
-
-    def update(self, history: dict, title: str, force: bool = False):
-        if not force and time.monotonic() - self.last < self.min_interval: return
-        self.last = time.monotonic()
-        if self.handle is not None: self.handle.update(loss_figure(history, title, baselines=self.baselines))
-
-# %% ../nbs/07_train.ipynb 37
+# %% ../nbs/07_train.ipynb 33
 class TrainingDiverged(RuntimeError):
     "The loss became nan or inf; the message names the step and the last good checkpoint."
 
@@ -266,7 +197,7 @@ class TrainResult:
     sample: str = ""
     val_loss_full: float | None = None  # on the whole validation split, at the end
 
-# %% ../nbs/07_train.ipynb 38
+# %% ../nbs/07_train.ipynb 34
 def train(cfg: TrainConfig | None = None, data: TextData | None = None, callback: Callable | None = None,
           on_metrics: Callable | list[Callable] | None = None, **changes) -> TrainResult:
     """Train a GPT as `cfg` (plus `changes`) says and leave a complete run folder in `cfg.out`.
@@ -293,12 +224,12 @@ def train(cfg: TrainConfig | None = None, data: TextData | None = None, callback
             if cfg.ckpt_every and run.step % cfg.ckpt_every == 0: run.save_state()
         return run.finish()
 
-# %% ../nbs/07_train.ipynb 40
+# %% ../nbs/07_train.ipynb 36
 def dist_env() -> tuple[int, int, int]:
     "(rank, local_rank, world_size) from the environment torchrun sets; (0, 0, 1) otherwise."
     return int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
-# %% ../nbs/07_train.ipynb 41
+# %% ../nbs/07_train.ipynb 37
 class RunState:
     "Everything a training run holds besides the loop: setup, logging, evaluation, checkpoints and the final export."
     def __init__(self, cfg: TrainConfig, data: TextData | None = None, on_metrics: list[Callable] | None = None):
@@ -307,8 +238,7 @@ class RunState:
         self.rank, self.local_rank, self.world_size = dist_env()
         self.main = self.rank == 0  # only the main process logs and writes files
         self.step, self.start_step = 0, 0
-        self.history = {"step": [], "loss": [], "lr": [], "grad_norm": [], "tok_s": [],
-                        "eval_step": [], "eval_train": [], "eval_val": []}
+        self.history = history_from_metrics([])  # the empty history: the keys that loss_figure and state.pt know
         self.last_ckpt_step, self.elapsed_before, self.stop_reason = None, 0.0, "steps"
         self.stop_requested = None  # the name of a signal (SIGINT, SIGTERM) that asked the run to stop
         self._stack = contextlib.ExitStack()
@@ -332,63 +262,7 @@ class RunState:
         self._stack.close()
         return False
 
-# %% ../nbs/07_train.ipynb 44
-def keep_metrics_until(path: str | os.PathLike, step: int):
-    "Drop the records of steps at or after `step` from metrics.jsonl (a resumed run redoes them)."
-    path = Path(path)
-    if not path.is_file(): return
-    kept = [l for l in path.read_text(encoding="utf-8").splitlines()
-            if l.strip() and (r := json.loads(l))["step"] < step + (r["kind"] != "train")]
-    atomic_write_text(path, "".join(l + "\n" for l in kept))
-
-def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
-    "The records of a run's metrics.jsonl."
-    path = Path(run_dir)/"metrics.jsonl"
-    return [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
-
-def history_from_metrics(records: list[dict]) -> dict:
-    "The history dict (`loss_figure`'s input) that a list of metrics records describes."
-    h = {"step": [], "loss": [], "lr": [], "grad_norm": [], "tok_s": [], "eval_step": [], "eval_train": [], "eval_val": []}
-    for r in records:
-        if r["kind"] == "train":
-            for k, key in (("step", "step"), ("loss", "loss"), ("lr", "lr"), ("grad_norm", "grad_norm"), ("tok_s", "tokens_per_s")):
-                h[k].append(r[key])
-        elif r["kind"] == "eval":
-            h["eval_step"].append(r["step"]); h["eval_train"].append(r["train_loss"]); h["eval_val"].append(r["val_loss"])
-    return h
-
-def _numbers(record: dict) -> dict:
-    return {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
-
-def tensorboard_hook(log_dir: str | os.PathLike) -> Callable:
-    "An `on_metrics` hook that writes every record to TensorBoard (`pip install tensorboard`) as `kind/name` scalars."
-    from torch.utils.tensorboard import SummaryWriter  # ImportError without the tensorboard package
-    writer = SummaryWriter(str(log_dir))
-    def hook(record: dict):
-        for name, value in _numbers(record).items(): writer.add_scalar(f"{record['kind']}/{name}", value, record["step"])
-        if record["kind"] != "train": writer.flush()
-    return hook
-
-def wandb_hook(project: str, **init) -> Callable:
-    "An `on_metrics` hook that logs every record to Weights & Biases (`pip install wandb`, then `wandb login`)."
-    import wandb
-    run = wandb.init(project=project, **init)
-    return lambda record: run.log({f"{record['kind']}/{k}": v for k, v in _numbers(record).items()}, step=record["step"])
-
-def check_metrics_packages(cfg: TrainConfig):
-    "Import what `--tensorboard` and `--wandb` need now: a missing package stops the start, before any file is written."
-    for flag, module in (("tensorboard", "torch.utils.tensorboard"), ("wandb", "wandb")):
-        if not getattr(cfg, flag): continue
-        try: importlib.import_module(module)
-        except ImportError: raise CheckpointError(f"--{flag} needs the {flag} package: pip install {flag}") from None
-
-def metrics_hooks_for(cfg: TrainConfig) -> list[Callable]:
-    "The hooks that `cfg.tensorboard` and `cfg.wandb` ask for."
-    check_metrics_packages(cfg)
-    return ([tensorboard_hook(cfg.tensorboard)] if cfg.tensorboard else []) + \
-           ([wandb_hook(cfg.wandb, config=cfg.to_dict())] if cfg.wandb else [])
-
-# %% ../nbs/07_train.ipynb 46
+# %% ../nbs/07_train.ipynb 41
 @patch
 def log(self: RunState, line: str, echo: bool = True):
     "Append a line to train.log; print it too when no live plot shows the progress."
@@ -440,14 +314,14 @@ def _title(self: RunState) -> str:
     if h["eval_val"] and h["eval_val"][-1] is not None: title += f", val {h['eval_val'][-1]:.4f}"
     return title
 
-# %% ../nbs/07_train.ipynb 49
+# %% ../nbs/07_train.ipynb 44
 @patch
 def _setup(self: RunState):
     cfg = self.cfg
     if self.world_size > 1: self._init_distributed()
     else: self.device = pick_device(cfg.device)
     self.precision = pick_precision(self.device, cfg.dtype)
-    check_metrics_packages(cfg)
+    check_metrics_packages(cfg.tensorboard, cfg.wandb)
     if self.main:  # read-only checks first: a start that fails writes nothing, not even a .lock
         refuse_foreign_folder(self.out)
         self._check_out_folder()
@@ -531,7 +405,7 @@ def _open_logs(self: RunState):
     self.log_file = self._stack.enter_context(open_log(self.out/"logs"/"train.log", append=self.cfg.resume))
     if self.cfg.resume: keep_metrics_until(self.out/"metrics.jsonl", self.step)  # steps redone after a crash: once
     self.metrics_file = self._stack.enter_context(open_log(self.out/"metrics.jsonl", append=self.cfg.resume))
-    self.metrics_hooks += metrics_hooks_for(self.cfg)
+    self.metrics_hooks += metrics_hooks_for(self.cfg.tensorboard, self.cfg.wandb, self.cfg.to_dict())
     data = self.data
     self.log(f"# gpt_mini {library_versions()['gpt_mini']} | {'resumed at step ' + str(self.step) if self.cfg.resume else 'new run'}"
              f" | preset {self.cfg.preset} | model {self.cfg.init or self.cfg.model} ({num_params(self.raw_model):,} parameters) | "
@@ -551,7 +425,7 @@ def _open_logs(self: RunState):
                         dynamic_ncols=True, leave=True)
         self._stack.callback(self.bar.close)
 
-# %% ../nbs/07_train.ipynb 52
+# %% ../nbs/07_train.ipynb 47
 @patch
 @torch.no_grad()
 def evaluate(self: RunState):
@@ -593,7 +467,7 @@ def full_val_loss(self: RunState) -> float | None:
     model.train(was_training)
     return total / n
 
-# %% ../nbs/07_train.ipynb 55
+# %% ../nbs/07_train.ipynb 50
 @patch
 def should_stop(self: RunState, loss: float, callback: Callable | None) -> bool:
     "Check the stop conditions after a step; under DDP the main process decides for everyone."
@@ -611,7 +485,7 @@ def should_stop(self: RunState, loss: float, callback: Callable | None) -> bool:
     if reason: self.stop_reason = reason
     return reason is not None
 
-# %% ../nbs/07_train.ipynb 58
+# %% ../nbs/07_train.ipynb 53
 @patch
 def save_state(self: RunState):
     "Write state.pt (atomically): what an exact resume needs."
@@ -664,7 +538,7 @@ def diverged(self: RunState, step: int, loss: float, norm: float):
     self.log(f"# stopped: {msg}")
     raise TrainingDiverged(msg)
 
-# %% ../nbs/07_train.ipynb 61
+# %% ../nbs/07_train.ipynb 56
 @patch
 def finish(self: RunState) -> TrainResult:
     "Evaluate, save state.pt, export the model with meta.json, write a sample and loss.png; return the result."
@@ -722,7 +596,7 @@ def _meta(self: RunState, sample: str) -> dict:
         "versions": library_versions(), "train_config": cfg.to_dict(),
     }
 
-# %% ../nbs/07_train.ipynb 83
+# %% ../nbs/07_train.ipynb 78
 def train_cli(argv: list[str] | None = None) -> int:
     "`gpt-mini train`: parse the flags, train, print where the run is. Returns the exit status."
     cfg = config_from_args(argv)
@@ -747,7 +621,7 @@ def train_cli(argv: list[str] | None = None) -> int:
               f"loss {h['loss'][0]:.4f} → {result.final_loss:.4f} (best {result.best_loss:.4f}){val}")
     return 0
 
-# %% ../nbs/07_train.ipynb 87
+# %% ../nbs/07_train.ipynb 82
 def ensure_run(run_dir: str | os.PathLike = "runs/small", preset: str = "small", max_seconds: float | None = 120,
                wait: float | None = 3600, **changes) -> Path:
     "`run_dir` if it holds a loadable model; else train `preset` (plus `changes`) into it within `max_seconds`."
@@ -760,7 +634,7 @@ def ensure_run(run_dir: str | os.PathLike = "runs/small", preset: str = "small",
         train(cfg)
     return run_dir
 
-# %% ../nbs/07_train.ipynb 92
+# %% ../nbs/07_train.ipynb 87
 def _running_as_script() -> bool:
     import builtins
     return not getattr(builtins, "__IPYTHON__", False)

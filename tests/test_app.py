@@ -8,8 +8,9 @@ gr = pytest.importorskip("gradio", reason="the app extra is not installed (pip i
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from gpt_mini.app import (SamplerInputError, app_cli, build_demo, check_request, check_server, export_space,
-                          export_space_cli, free_port, launch, sample_stream)
+from gpt_mini.space import export_space, export_space_cli
+from gpt_mini.app import (SamplerInputError, app_cli, build_demo, check_request, check_server,
+                          free_port, launch, sample_stream)
 from gpt_mini.model import GPT, GPTConfig
 from gpt_mini.run import CheckpointError, save_model
 

@@ -169,7 +169,7 @@ def test_model_card_front_matter_and_body(exported, run_dir):
 def test_refuses_a_foreign_non_empty_folder(run_dir, tmp_path, capsys):
     out = tmp_path/"mine"
     out.mkdir(); (out/"notes.txt").write_text("mine")
-    assert cli("--ckpt", run_dir, "--out", out) == 2
+    assert cli("--ckpt", run_dir, "--out", out) == 1  # the folder's problem, not the command line's
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "--out" in err and "--force" in err and "notes.txt" in err
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # nothing written
@@ -181,7 +181,7 @@ def test_refuses_the_run_folder_itself_and_a_missing_run(run_dir, tmp_path, caps
     before = sorted(p.name for p in run_dir.iterdir())
     assert cli("--ckpt", run_dir, "--out", run_dir, "--force") == 2
     assert "run folder itself" in capsys.readouterr().err and sorted(p.name for p in run_dir.iterdir()) == before
-    assert cli("--ckpt", tmp_path/"no-such-run", "--out", tmp_path/"x") == 2
+    assert cli("--ckpt", tmp_path/"no-such-run", "--out", tmp_path/"x") == 1
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "--ckpt" in err and "no-such-run" in err
     assert not (tmp_path/"x").exists()
@@ -294,7 +294,7 @@ def test_usage_errors_exit_2_with_one_line_from_the_console_script(tmp_path):
 # ---------------------------------------------------------------- export-space --push
 
 def space_cli(*argv) -> int:
-    from gpt_mini.app import export_space_cli
+    from gpt_mini.space import export_space_cli
     try: return export_space_cli([str(a) for a in argv])
     except SystemExit as e: return e.code
 

@@ -10,7 +10,7 @@ pytest.importorskip("ipykernel")
 
 FIGURES = {
     "schedule": "from gpt_mini.schedule import schedule_figure\nschedule_figure()",
-    "loss": "from gpt_mini.train import loss_figure\n"
+    "loss": "from gpt_mini.run import loss_figure\n"
             "loss_figure({'step': [0, 1, 2], 'loss': [10.8, 9.0, 7.5], 'eval_step': [2], 'eval_train': [7.4], 'eval_val': [7.6]},"
             " 'a run', baselines={'unigram': 6.5})",
     "sampling": "import torch\nfrom gpt_mini.sampling import plot_knobs\n"

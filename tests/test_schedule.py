@@ -19,7 +19,7 @@ def test_reproduces_recipe_log_column():
 
 
 def test_recipe_log_line_format():
-    from gpt_mini.train import format_log_line
+    from gpt_mini.run import format_log_line
     assert format_log_line(50, 5000, 8.3372, lr_after_step(50)) == "step 50/5000 | loss 8.3372 | lr 3.120000e-05"
     assert format_log_line(0, 5000, 10.9527, lr_after_step(0)) == "step 0/5000 | loss 10.9527 | lr 1.200000e-06"
 

@@ -21,9 +21,11 @@ import torch
 import gpt_mini.train as T
 from gpt_mini.config import config_from_args
 from gpt_mini.model import GPT, GPTConfig
-from gpt_mini.train import (CheckpointError, TrainConfig, TrainingDiverged, atomic_write, 
-                            ensure_run, format_log_line, load_model, make_optimizer,
-                            pick_precision, run_lock, save_model, smooth, train, train_cli)
+from gpt_mini.run import format_log_line, history_from_metrics, perplexity, read_metrics, smooth
+from gpt_mini.schedule import lr_after_step
+from gpt_mini.train import (CheckpointError, TrainConfig, TrainingDiverged, atomic_write,
+                            ensure_run, load_model, make_optimizer,
+                            pick_precision, run_lock, save_model, train, train_cli)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,7 +76,7 @@ def test_baselines_and_the_whole_validation_split(tmp_path):
     assert re.search(r"# baselines on the validation text: unigram \d\.\d{4} \(ppl [\d,]+\), bigram \d\.\d{4}", log), log
     assert re.search(rf"# validation, whole split \({len(d.val):,} tokens\): loss {r.val_loss_full:.4f} \(ppl ", log)
     assert re.search(r"eval step 6 \| train \d+\.\d{4} \| val \d+\.\d{4} \(ppl [\d,.]+\)", log)
-    assert T.perplexity(math.log(155.0)) == pytest.approx(155.0) and T.perplexity(1e4) == math.inf
+    assert perplexity(math.log(155.0)) == pytest.approx(155.0) and perplexity(1e4) == math.inf
     if sys.platform.startswith("linux"): assert "# malloc keeps freed memory for reuse" in log  # a CPU run keeps it
 
 
@@ -112,7 +114,7 @@ def test_log_lines_have_the_recipe_format(tmp_path):
     assert [l.split(" | ")[0] for l in lines] == ["step 0/7", "step 3/7", "step 6/7"]
     lr_after_0 = T.lr_at(1, 3e-3, 2, 7, 3e-4)
     assert lines[0].startswith(f"step 0/7 | loss {r.history['loss'][0]:.4f} | lr {lr_after_0:.6e} | grad_norm ")
-    assert format_log_line(50, 5000, 8.3372, T.lr_after_step(50)) == "step 50/5000 | loss 8.3372 | lr 3.120000e-05"
+    assert format_log_line(50, 5000, 8.3372, lr_after_step(50)) == "step 50/5000 | loss 8.3372 | lr 3.120000e-05"
 
 
 def test_target_loss_stops_the_run(tmp_path):
@@ -560,7 +562,6 @@ def test_a_run_repeats_from_its_train_config(tmp_path):
 # ---- metrics for tools -------------------------------------------------------------------------------------------------------
 
 def test_metrics_jsonl_and_hooks_get_every_step_and_evaluation(tmp_path):
-    from gpt_mini.train import history_from_metrics, read_metrics
     seen = []
     r = train(quick(tmp_path, eval_every=4, eval_batches=1), on_metrics=seen.append)
     records = read_metrics(r.run_dir)
@@ -575,7 +576,6 @@ def test_metrics_jsonl_and_hooks_get_every_step_and_evaluation(tmp_path):
 
 
 def test_metrics_after_a_crash_and_resume_hold_each_step_once(tmp_path):
-    from gpt_mini.train import read_metrics
     cfg = quick(tmp_path, ckpt_every=4)
     def crash_after_step_6(run):
         if run.step == 6: raise RuntimeError("power cut")
