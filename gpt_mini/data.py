@@ -71,9 +71,10 @@ def find_text(path: str | os.PathLike | None = None, download: bool = True) -> P
 
 # %% ../nbs/00_data.ipynb 9
 def read_text(path: str | os.PathLike) -> str:
-    "Read a UTF-8 text file, refusing empty and binary files with a clear message."
+    "Read a UTF-8 text file, refusing unreadable, empty and binary files with a clear message."
     p = Path(path)
-    raw = p.read_bytes()
+    try: raw = p.read_bytes()
+    except OSError as e: raise DataError(f"Cannot read {p}: {e.strerror or e}. Check its permissions, or pass another file.") from None
     if not raw.strip(): raise DataError(f"{p} is empty: a training text needs some text in it.")
     if b"\x00" in raw[:1 << 20]: raise DataError(f"{p} looks like a binary file (it contains NUL bytes), not text.")
     try: return raw.decode("utf-8")

@@ -334,8 +334,9 @@ def _setup(self: RunState):
         raise CheckpointError(f"seq_len={cfg.seq_len} exceeds the context of --init {cfg.init} "
                               f"(block_size {self.raw_model.config.block_size}): use --seq-len {self.raw_model.config.block_size} or less.")
     self.optimizer = make_optimizer(self.raw_model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), self.device)
-    self.batches = Batches(self.data.train, cfg.batch_size, cfg.seq_len, cfg.batch_mode, cfg.seed, self.device,
-                           self.rank, self.world_size)
+    try: self.batches = Batches(self.data.train, cfg.batch_size, cfg.seq_len, cfg.batch_mode, cfg.seed, self.device,
+                                self.rank, self.world_size)
+    except DataError as e: raise DataError(f"{self.data.path}: {e}") from None  # which text is too short
     self.eval_sets = self._make_eval_sets()
     self.baselines = baseline_losses(self.data.train, self.data.val, self.raw_model.config.vocab_size)
     if self.main:  # everything else that can fail has been tried: only now take the folder
@@ -568,8 +569,9 @@ def finish(self: RunState) -> TrainResult:
         if self.stop_requested:
             self.log(f"# {self.stop_requested} received: stopped after step {self.step}, saved state.pt and the model;"
                      f" continue with --resume")
-        self.log(f"# finished: {self.stop_reason} after {self.step} steps in {self.elapsed:.1f}s | final loss "
-                 f"{losses[-1] if losses else float('nan'):.4f} | val {vals[-1] if vals else float('nan'):.4f}")
+        last = lambda xs: f"{xs[-1]:.4f}" if xs else "n/a"
+        self.log(f"# finished after {self.step} steps in {self.elapsed:.1f}s (stopped by: {self.stop_reason}) | "
+                 f"final loss {last(losses)} | val {last(vals)}")
         if self.plot: self.plot.update(h, self._title(), force=True)
     if self.world_size > 1: torch.distributed.barrier()  # nobody leaves before the main process has saved
     return TrainResult(self.out, self.raw_model, self.step, self.stop_reason, losses[-1] if losses else None,
@@ -596,7 +598,7 @@ def _meta(self: RunState, sample: str) -> dict:
         "versions": library_versions(), "train_config": cfg.to_dict(),
     }
 
-# %% ../nbs/07_train.ipynb 78
+# %% ../nbs/07_train.ipynb 82
 def train_cli(argv: list[str] | None = None) -> int:
     "`gpt-mini train`: parse the flags, train, print where the run is. Returns the exit status."
     cfg = config_from_args(argv)
@@ -621,7 +623,7 @@ def train_cli(argv: list[str] | None = None) -> int:
               f"loss {h['loss'][0]:.4f} → {result.final_loss:.4f} (best {result.best_loss:.4f}){val}")
     return 0
 
-# %% ../nbs/07_train.ipynb 82
+# %% ../nbs/07_train.ipynb 86
 def ensure_run(run_dir: str | os.PathLike = "runs/small", preset: str = "small", max_seconds: float | None = 120,
                wait: float | None = 3600, **changes) -> Path:
     "`run_dir` if it holds a loadable model; else train `preset` (plus `changes`) into it within `max_seconds`."
@@ -634,7 +636,7 @@ def ensure_run(run_dir: str | os.PathLike = "runs/small", preset: str = "small",
         train(cfg)
     return run_dir
 
-# %% ../nbs/07_train.ipynb 87
+# %% ../nbs/07_train.ipynb 91
 def _running_as_script() -> bool:
     import builtins
     return not getattr(builtins, "__IPYTHON__", False)

@@ -64,6 +64,16 @@ def test_bad_files(tmp_path, content, match):
     p = tmp_path/"bad.txt"; p.write_bytes(content)
     with pytest.raises(DataError, match=match): read_text(p)
 
+def test_unreadable_file_is_named(tmp_path, monkeypatch):
+    "EACCES (a file without read permission; root reads anything, so the refusal is simulated) is a DataError naming it."
+    p = tmp_path/"locked.txt"; p.write_text("To be.")
+    real = type(p).read_bytes
+    def refuse(self):
+        if self.name == "locked.txt": raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+    monkeypatch.setattr(type(p), "read_bytes", refuse)
+    with pytest.raises(DataError, match=r"Cannot read .*locked.txt: Permission denied"): read_text(p)
+
 def test_missing_file_and_bad_env(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataError, match="not found"): find_text(tmp_path/"nope.txt")

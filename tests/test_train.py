@@ -599,6 +599,30 @@ def test_tensorboard_hook_writes_scalars(tmp_path, monkeypatch):
     assert ("train/loss", 0) in calls and ("train/loss", 11) in calls and ("eval/val_loss", 6) in calls
 
 
+def test_wandb_hook_logs_every_record_with_the_run_config(tmp_path, monkeypatch):
+    "W&B without an account: a stand-in `wandb` module records what the hook sends (init once, then log per record)."
+    import types
+    inits, logged = [], []
+    class FakeRun:
+        def log(self, values, step): logged.append((step, values))
+    def init(project, **kwargs): inits.append((project, kwargs)); return FakeRun()
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=init))
+    train(quick(tmp_path, eval_every=6, eval_batches=1, wandb="gpt-mini-test"))
+    assert len(inits) == 1 and inits[0][0] == "gpt-mini-test" and inits[0][1]["config"]["steps"] == 12
+    train_steps = [step for step, v in logged if "train/loss" in v]
+    assert train_steps == list(range(12)) and all(isinstance(v["train/loss"], float) for _, v in logged if "train/loss" in v)
+    assert any(step == 6 and "eval/val_loss" in v for step, v in logged)
+    assert all(not any(isinstance(x, bool) or k.endswith("/step") for k, x in v.items()) for _, v in logged)
+
+
+def test_wandb_without_its_package_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if wandb were not installed
+    argv = ["--preset", "tiny", "--steps", "6", "--out", str(tmp_path/"run"), "--no-progress", "--wandb", "proj"]
+    assert train_cli(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--wandb" in err and "pip install wandb" in err and not (tmp_path/"run").exists()
+
+
 def test_tensorboard_without_its_package_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
     argv = ["--preset", "tiny", "--steps", "6", "--out", str(tmp_path/"run"), "--no-progress", "--tensorboard", str(tmp_path/"tb")]
@@ -611,7 +635,7 @@ def test_tensorboard_without_its_package_is_one_line(tmp_path, monkeypatch, caps
 def test_a_start_that_fails_leaves_no_folder_behind(tmp_path, capsys):
     "Whatever stops a new run before its first step (text, --init, --seq-len) leaves --out as it was: absent."
     (tmp_path/"short.txt").write_text("To be.")
-    cases = [(["--data", str(tmp_path/"short.txt")], "seq_len + 1"),
+    cases = [(["--data", str(tmp_path/"short.txt")], "short.txt: The text has"),
              (["--init", str(tmp_path/"nowhere")], "--init"),
              (["--data", str(tmp_path/"missing.txt")], "not found")]
     for i, (extra, fragment) in enumerate(cases):
@@ -623,6 +647,17 @@ def test_a_start_that_fails_leaves_no_folder_behind(tmp_path, capsys):
 
 
 # ---- fine-tuning: --init ----------------------------------------------------------------------------------------------------
+
+def test_unreadable_data_is_one_line(tmp_path, capsys, monkeypatch):
+    p = tmp_path/"locked.txt"; p.write_text("To be, or not to be: that is the question. " * 20)
+    real = type(p).read_bytes
+    monkeypatch.setattr(type(p), "read_bytes", lambda self: (_ for _ in ()).throw(PermissionError(13, "Permission denied"))
+                        if self.name == "locked.txt" else real(self))  # EACCES: as root, chmod 000 would not stop a read
+    assert train_cli(["--preset", "tiny", "--out", str(tmp_path/"run"), "--no-progress", "--data", str(p)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Cannot read" in err and "locked.txt" in err and "Permission denied" in err
+    assert not (tmp_path/"run").exists()
+
 
 def test_init_from_a_run_and_from_a_transformers_folder(tmp_path):
     pytest.importorskip("transformers")
