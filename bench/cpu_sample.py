@@ -50,13 +50,13 @@ def weight_bytes_per_token(model) -> int:
 
 def quantized(model):
     "gpt_mini's int8 CPU path, if the library has it (None otherwise)."
-    import gpt_mini.model as M
+    import gpt_mini.sampling as M  # chapter 08's CPU paths
     q = getattr(M, "quantize_for_cpu", None)
     return q(model) if q is not None else None
 
 def packed(model):
     "gpt_mini's float32 CPU path with oneDNN-packed Linear weights, if the library has it (None otherwise)."
-    import gpt_mini.model as M
+    import gpt_mini.sampling as M
     pack = getattr(M, "pack_for_cpu", None)
     return pack(model) if pack is not None and torch.backends.mkldnn.is_available() else None
 
@@ -222,7 +222,7 @@ def main(argv=None) -> dict:
                      else f"trained run: {run_dir} (tiny Shakespeare's first 90%; these windows are from the last 10%)")
         md += B.report("int8 vs fp32 on held-out text (last 10% of tiny Shakespeare)", rows, notes)
     else:
-        md += B.report("int8 vs fp32", [], ["gpt_mini.model has no quantize_for_cpu yet: int8 not measured"])
+        md += B.report("int8 vs fp32", [], ["gpt_mini.sampling has no quantize_for_cpu: int8 not measured"])
     out["quality"] = rows
     out["markdown"] = md
     return out

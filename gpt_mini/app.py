@@ -22,8 +22,8 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry: set before Gradio reads it
 
 from .data import encode
-from .model import GPT, GPTConfig, NonFiniteLogitsError, count_params, pack_for_cpu
-from .model import quantize_for_cpu, stream_text
+from .model import GPT, GPTConfig, NonFiniteLogitsError, count_params, stream_text
+from .sampling import pack_for_cpu, quantize_for_cpu  # chapter 08's CPU paths
 from .config import CLIParser, one_line  # the command lines' shared rules (chapter 06)
 from .sampling import _run_folder_problem
 

@@ -22,7 +22,7 @@ from .block import Block, LayerNorm
 # %% auto 0
 __all__ = ['PRESETS', 'GPTConfig', 'cross_entropy', 'GPT', 'num_params', 'count_params', 'PretrainedError',
            'NonFiniteLogitsError', 'top_k_filter', 'top_p_filter', 'sample_next', 'generate', 'stream_text',
-           'quantize_for_cpu', 'pack_for_cpu', 'attention_maps', 'explore_attention', 'attention_explorer']
+           'attention_maps', 'explore_attention', 'attention_explorer']
 
 # %% ../nbs/03_model.ipynb 7
 @dataclass
@@ -451,40 +451,7 @@ def _stream_pieces(tokens, enc):
     tail = decoder.decode(b"", final=True)
     if tail: yield tail
 
-# %% ../nbs/03_model.ipynb 54
-def quantize_for_cpu(model: GPT) -> GPT:
-    "An int8 copy of `model` for fast CPU inference: Linear weights in 8 bits (a scale per output row). `model` is untouched."
-    import copy, warnings
-    try: from torch.ao.quantization import quantize_dynamic, per_channel_dynamic_qconfig, default_dynamic_qconfig
-    except ImportError as e:
-        raise RuntimeError("This PyTorch build has no dynamic int8 quantization (torch.ao.quantization): "
-                           "sample with the float32 model instead") from e
-    if not torch.backends.quantized.supported_engines or torch.backends.quantized.engine == "none":
-        raise RuntimeError("This PyTorch build has no int8 CPU kernels (no quantized engine): use the float32 model")
-    if model.device.type != "cpu":  # an int8 copy would silently move the sampling off the device it was loaded on
-        raise ValueError(f"int8 weights are for CPUs, and this model is on {model.device}: load it on the CPU "
-                         f"(--device cpu, or model.cpu()), or sample it as it is (without --int8)")
-    cpu_copy = copy.deepcopy(model).eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to the torchao package
-        try: return quantize_dynamic(cpu_copy, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
-        except RuntimeError:  # an engine without per-row scales (some ARM builds): one scale per matrix
-            return quantize_dynamic(cpu_copy, {nn.Linear: default_dynamic_qconfig}, dtype=torch.qint8)
-
-# %% ../nbs/03_model.ipynb 61
-def pack_for_cpu(model: GPT) -> GPT:
-    "A float32 copy of `model` for CPU inference whose Linear layers run on oneDNN with pre-packed weights. `model` is untouched."
-    import copy, warnings
-    if not torch.backends.mkldnn.is_available():
-        raise RuntimeError("This PyTorch build has no oneDNN (mkldnn) CPU kernels: sample with the model as it is")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # its layers are TorchScript modules, which torch deprecates
-        try: from torch.utils.mkldnn import to_mkldnn
-        except ImportError as e:
-            raise RuntimeError("This PyTorch has no torch.utils.mkldnn.to_mkldnn: sample with the model as it is") from e
-        return to_mkldnn(copy.deepcopy(model).cpu().float().eval())
-
-# %% ../nbs/03_model.ipynb 66
+# %% ../nbs/03_model.ipynb 55
 def attention_maps(model: GPT, prompt) -> torch.Tensor:
     "Attention weights of every layer and head for a prompt (text or token ids): a (n_layer, n_head, T, T) tensor."
     if isinstance(prompt, str):
@@ -499,7 +466,7 @@ def attention_maps(model: GPT, prompt) -> torch.Tensor:
     finally: model.train(was_training)
     return torch.stack([w[0] for w in weights]).float().cpu()
 
-# %% ../nbs/03_model.ipynb 68
+# %% ../nbs/03_model.ipynb 57
 def explore_attention(model: GPT, prompt: str, layer: int = 0, head: int = 0):
     "Explorer logic: (figure of `layer`/`head`'s attention on `prompt`, with the tokens on both axes; a summary line)."
     from gpt_mini.attention import plot_attention

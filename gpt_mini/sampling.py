@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+import torch.nn as nn
 
 from .data import decode, encode, get_tokenizer
 from .schedule import notebook_figure  # chapter 04: a Figure that shows in any notebook
-from .model import NonFiniteLogitsError, quantize_for_cpu, sample_next, stream_text, top_k_filter, top_p_filter
+from .model import GPT, NonFiniteLogitsError, sample_next, stream_text, top_k_filter, top_p_filter
 from .model import _check_sampling  # the knobs' rules and messages, exactly as sample_next applies them
 from .model import _as_prompt_ids, _check_finite, _check_generate  # ... and generate's
 from .config import CLIParser, one_line  # every subcommand's parser (chapter 06)
@@ -25,7 +26,7 @@ from .config import CLIParser, one_line  # every subcommand's parser (chapter 06
 __all__ = ['MODEL_COLOR', 'KNOB_COLOR', 'SAMPLE_EXIT_STATUS', 'filtered_probs', 'keep_stats', 'knob_label', 'plot_knobs',
            'next_token_logits', 'Candidate', 'next_token_table', 'format_candidates', 'plot_cutoffs',
            'effective_choices', 'plot_temperature', 'plot_candidates', 'plot_next_token', 'explore_sample',
-           'sample_cli']
+           'quantize_for_cpu', 'pack_for_cpu', 'sample_cli']
 
 # %% ../nbs/08_sampling.ipynb 8
 def _filtered_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
@@ -229,6 +230,39 @@ def explore_sample(model, prompt: str, temperature: float = 0.8, top_k: int | No
     return text, fig
 
 # %% ../nbs/08_sampling.ipynb 46
+def quantize_for_cpu(model: GPT) -> GPT:
+    "An int8 copy of `model` for fast CPU inference: Linear weights in 8 bits (a scale per output row). `model` is untouched."
+    import copy, warnings
+    try: from torch.ao.quantization import quantize_dynamic, per_channel_dynamic_qconfig, default_dynamic_qconfig
+    except ImportError as e:
+        raise RuntimeError("This PyTorch build has no dynamic int8 quantization (torch.ao.quantization): "
+                           "sample with the float32 model instead") from e
+    if not torch.backends.quantized.supported_engines or torch.backends.quantized.engine == "none":
+        raise RuntimeError("This PyTorch build has no int8 CPU kernels (no quantized engine): use the float32 model")
+    if model.device.type != "cpu":  # an int8 copy would silently move the sampling off the device it was loaded on
+        raise ValueError(f"int8 weights are for CPUs, and this model is on {model.device}: load it on the CPU "
+                         f"(--device cpu, or model.cpu()), or sample it as it is (without --int8)")
+    cpu_copy = copy.deepcopy(model).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to the torchao package
+        try: return quantize_dynamic(cpu_copy, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+        except RuntimeError:  # an engine without per-row scales (some ARM builds): one scale per matrix
+            return quantize_dynamic(cpu_copy, {nn.Linear: default_dynamic_qconfig}, dtype=torch.qint8)
+
+# %% ../nbs/08_sampling.ipynb 54
+def pack_for_cpu(model: GPT) -> GPT:
+    "A float32 copy of `model` for CPU inference whose Linear layers run on oneDNN with pre-packed weights. `model` is untouched."
+    import copy, warnings
+    if not torch.backends.mkldnn.is_available():
+        raise RuntimeError("This PyTorch build has no oneDNN (mkldnn) CPU kernels: sample with the model as it is")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # its layers are TorchScript modules, which torch deprecates
+        try: from torch.utils.mkldnn import to_mkldnn
+        except ImportError as e:
+            raise RuntimeError("This PyTorch has no torch.utils.mkldnn.to_mkldnn: sample with the model as it is") from e
+        return to_mkldnn(copy.deepcopy(model).cpu().float().eval())
+
+# %% ../nbs/08_sampling.ipynb 59
 def _finite_float(s: str) -> float:
     "argparse type: a finite float (`float` itself takes 'nan' and 'inf', which would pass every `x < lo` check)."
     try: x = float(s)
@@ -323,7 +357,7 @@ def sample_cli(argv: list[str] | None = None) -> int:
         return 0
     return 0
 
-# %% ../nbs/08_sampling.ipynb 47
+# %% ../nbs/08_sampling.ipynb 60
 def _in_notebook() -> bool:
     ipython = sys.modules.get("IPython")
     return ipython is not None and ipython.get_ipython() is not None

@@ -72,7 +72,8 @@ def test_run_py_is_one_command(tmp_path):
 # ---- the library paths the benchmarks measure (gpt_mini.model), checked fast on the tiny preset
 
 def test_quantize_for_cpu_is_an_int8_copy():
-    from gpt_mini.model import GPT, GPTConfig, quantize_for_cpu, generate
+    from gpt_mini.model import GPT, GPTConfig, generate
+    from gpt_mini.sampling import quantize_for_cpu
     torch.manual_seed(0)
     model = GPT(GPTConfig.from_preset("tiny")).eval()
     q = quantize_for_cpu(model)
@@ -87,7 +88,8 @@ def test_quantize_for_cpu_is_an_int8_copy():
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
 def test_pack_for_cpu_is_the_same_float32_model():
-    from gpt_mini.model import GPT, GPTConfig, generate, pack_for_cpu
+    from gpt_mini.model import GPT, GPTConfig, generate
+    from gpt_mini.sampling import pack_for_cpu
     torch.manual_seed(0)
     model = GPT(GPTConfig.from_preset("tiny")).eval()
     packed = pack_for_cpu(model)

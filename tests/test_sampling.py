@@ -161,7 +161,7 @@ def test_sample_cli_streams_the_same_text_for_the_same_seed(run_dir, tiny_model,
 
 
 def test_sample_cli_int8(run_dir, tiny_model, capsys):
-    from gpt_mini.model import quantize_for_cpu
+    from gpt_mini.sampling import quantize_for_cpu
     assert sample_cli(["--ckpt", str(run_dir), *ARGS, "--seed", "3", "--int8", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert out == "ROMEO:" + "".join(stream_text(quantize_for_cpu(tiny_model), "ROMEO:", 15, 0.9, 30, 0.95, 3)) + "\n"
