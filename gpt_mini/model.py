@@ -218,7 +218,8 @@ def to_hf(self: GPT):
     if not c.bias: raise ValueError("GPT-2 in transformers always has biases: a model with bias=False cannot be converted")
     hc = GPT2Config(vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer,
                     n_head=c.n_head, activation_function="gelu_new", resid_pdrop=c.dropout, embd_pdrop=c.dropout,
-                    attn_pdrop=c.dropout, layer_norm_epsilon=1e-5, tie_word_embeddings=True)
+                    attn_pdrop=c.dropout, layer_norm_epsilon=1e-5, tie_word_embeddings=True,
+                    n_ctx=c.block_size)  # as OpenAI's config.json has it: llama.cpp's GPT-2 converter reads n_ctx
     hf = GPT2LMHeadModel(hc).to(self.device)
     theirs, ours = hf.state_dict(), self.state_dict()
     if set(ours) - set(theirs): raise ValueError(f"transformers' GPT-2 has no weights named {sorted(set(ours) - set(theirs))[:5]}")

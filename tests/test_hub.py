@@ -318,3 +318,10 @@ def test_export_space_push_without_a_token_writes_nothing(no_token, hub_calls, r
     assert hub_calls == [] and not (tmp_path/"space").exists()
     assert space_cli("--ckpt", run_dir, "--out", tmp_path/"space", "--push", "not a/repo/id") == 2
     assert "--push" in capsys.readouterr().err and not (tmp_path/"space").exists()
+
+
+def test_config_json_has_n_ctx_for_llama_cpp(run_dir, tmp_path):
+    "llama.cpp's convert_hf_to_gguf.py reads GPT-2's `n_ctx` (OpenAI's own config.json has it); transformers keeps it."
+    out = export_hf(run_dir, tmp_path/"hf")
+    config = json.loads((out/"config.json").read_text())
+    assert config["n_ctx"] == config["n_positions"] == 64
