@@ -23,7 +23,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib as B  # noqa: E402  (sets the offline environment before torch/transformers load)
 
-import math  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
@@ -50,7 +49,7 @@ def weight_bytes_per_token(model) -> int:
 
 def quantized(model):
     "gpt_mini's int8 CPU path, if the library has it (None otherwise)."
-    import gpt_mini.sampling as M  # chapter 08's CPU paths
+    import gpt_mini.sampling as M  # chapter 09's CPU paths
     q = getattr(M, "quantize_for_cpu", None)
     return q(model) if q is not None else None
 

@@ -9,7 +9,7 @@ found on the machine (glibc's malloc, tcmalloc, jemalloc: each in a fresh proces
 recipe (~4,578 steps of 8 × 256 tokens until the loss is below 0.1) would need at the measured speed.
 
 One training step = forward with the loss, backward, gradient clipping to norm 1, an AdamW step, zero the gradients.
-- gpt_mini: the library's own `gpt_mini.train.make_optimizer` and `train_step` (what `gpt-mini train` runs);
+- gpt_mini: the library's own `gpt_mini.step.make_optimizer` and `train_step` (what `gpt-mini train` runs);
 - transformers: `model(input_ids=x, labels=x).loss` (transformers shifts the labels itself) with torch's fused AdamW,
   the optimizer its `Trainer` picks by default on torch ≥ 2.8; and, as a second peer, the same with a plain
   `torch.optim.AdamW(...)` as a hand-written loop would have it.
@@ -61,9 +61,9 @@ def batches(cfg, batch, seq, n, quick=False):
     return out
 
 def ours_step(model, dtype: str = "fp32"):
-    "gpt_mini's training step as the library runs it (falls back to a plain loop if gpt_mini.train is missing)."
+    "gpt_mini's training step as the library runs it (falls back to a plain loop if gpt_mini.step is missing)."
     try:
-        from gpt_mini.train import make_optimizer, train_step, pick_precision
+        from gpt_mini.step import make_optimizer, train_step, pick_precision
     except ImportError:  # pragma: no cover
         opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, weight_decay=WD)
         return plain_step(lambda x, y: model(x, y)[1], model, opt)
@@ -145,11 +145,11 @@ def find_allocator(lib: str) -> str | None:
 CHILD = r"""
 import json, resource, sys, time, torch
 from gpt_mini.model import GPT, GPTConfig
-from gpt_mini.train import make_optimizer, train_step, pick_precision
+from gpt_mini.step import make_optimizer, train_step, pick_precision
 model_name, batch, seq, dtype, steps, threads, keep = sys.argv[1:8]
 torch.set_num_threads(int(threads)); torch.manual_seed(0)
 if keep == "keep":
-    from gpt_mini.train import keep_freed_memory; keep_freed_memory()
+    from gpt_mini.step import keep_freed_memory; keep_freed_memory()
 model = GPT(GPTConfig.from_preset(model_name)).train(); device = torch.device("cpu")
 opt, precision = make_optimizer(model, 6e-4, 0.1, (0.9, 0.95), device), pick_precision(device, dtype)
 x = torch.randint(0, model.config.vocab_size, (int(batch), int(seq))); y = torch.roll(x, -1, 1)

@@ -5,7 +5,7 @@
     python bench/gpu_train.py --quick     # without CUDA: the same code on the CPU with a tiny model (no figures)
 
 One step = bf16 autocast forward with the loss, backward, clip to norm 1, fused AdamW, zero the gradients: the same
-step for both models (gpt_mini's optimizer is `gpt_mini.train.make_optimizer`'s, as in training; fp16 on GPUs without
+step for both models (gpt_mini's optimizer is `gpt_mini.step.make_optimizer`'s, as in training; fp16 on GPUs without
 bf16 runs without a gradient scaler, which changes nothing for the timing). Cases, interleaved round by round:
 gpt_mini eager, gpt_mini `torch.compile`d, transformers eager (its SDPA attention), transformers compiled.
 
@@ -30,7 +30,7 @@ from cpu_train import train_flops_per_token, batches  # noqa: E402
 
 def make_opt(model, device):
     try:
-        from gpt_mini.train import make_optimizer
+        from gpt_mini.step import make_optimizer
         return make_optimizer(model, 3e-4, 0.1, (0.9, 0.95), device)
     except ImportError:
         return torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1,

@@ -5,8 +5,6 @@
 # %% ../nbs/02_block.ipynb 4
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

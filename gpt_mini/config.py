@@ -93,18 +93,18 @@ class TrainConfig:
         for f in ("eval_every", "log_every", "ckpt_every", "sample_tokens", "warmup"):
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0: bad.append(f"{f}={v!r} must be an integer ≥ 0")
-        if not bad:
+        for f in ("lr", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip", "dropout", "val_frac", "target_loss",
+                  "max_seconds", "sample_temperature"):  # NaN passes every `<` check below: refuse it (and inf) first
+            v = getattr(self, f)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+                bad.append(f"{f}={v!r} must be a finite number")
+        if not bad:  # only valid numbers reach the schedule's check: an infinite lr is named once, above
             try: check_schedule(self.lr, self.warmup, self.steps, self.min_lr)
             except ValueError as e: bad.append(str(e).replace("warmup_steps", "warmup").replace("total_steps", "steps")
                                                .replace("max_lr", "lr").replace("min_lr (the floor)", "min_lr"))
         if self.init is None and self.model in PRESETS and isinstance(self.seq_len, int) and self.seq_len > PRESETS[self.model]["block_size"]:
             bad.append(f"seq_len={self.seq_len} exceeds the context of model {self.model!r} "
                        f"(block_size {PRESETS[self.model]['block_size']})")
-        for f in ("lr", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip", "dropout", "val_frac", "target_loss",
-                  "max_seconds", "sample_temperature"):  # NaN passes every `<` check below: refuse it (and inf) first
-            v = getattr(self, f)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
-                bad.append(f"{f}={v!r} must be a finite number")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63:
             bad.append(f"seed={self.seed!r} must be an integer in [0, 2**63)")
         if self.sample_temperature < 0: bad.append(f"sample_temperature={self.sample_temperature} must be ≥ 0 (0: greedy)")

@@ -22,7 +22,7 @@ from .block import Block, LayerNorm
 # %% auto 0
 __all__ = ['PRESETS', 'GPTConfig', 'cross_entropy', 'GPT', 'num_params', 'count_params', 'PretrainedError',
            'NonFiniteLogitsError', 'top_k_filter', 'top_p_filter', 'sample_next', 'generate', 'stream_text',
-           'attention_maps', 'explore_attention', 'attention_explorer']
+           'attention_maps']
 
 # %% ../nbs/03_model.ipynb 7
 @dataclass
@@ -466,45 +466,3 @@ def attention_maps(model: GPT, prompt) -> torch.Tensor:
             _, weights = model.hidden(ids[None], need_weights=True)
     finally: model.train(was_training)
     return torch.stack([w[0] for w in weights]).float().cpu()
-
-# %% ../nbs/03_model.ipynb 57
-def explore_attention(model: GPT, prompt: str, layer: int = 0, head: int = 0):
-    "Explorer logic: (figure of `layer`/`head`'s attention on `prompt`, with the tokens on both axes; a summary line)."
-    from gpt_mini.attention import plot_attention
-    from gpt_mini.data import encode, decode
-    if not prompt or not prompt.strip(): raise ValueError("The prompt is empty: type a few words to look at.")
-    n_layer, n_head = model.config.n_layer, model.config.n_head
-    if not 0 <= layer < n_layer: raise ValueError(f"layer must be between 0 and {n_layer - 1}, got {layer}")
-    if not 0 <= head < n_head: raise ValueError(f"head must be between 0 and {n_head - 1}, got {head}")
-    ids = encode(prompt)[-model.config.block_size:]
-    weights = attention_maps(model, ids)[layer, head]
-    fig = plot_attention(weights, [decode([i]) for i in ids], title=f"layer {layer}, head {head}")
-    T = len(ids)
-    back = (weights * (torch.arange(T)[:, None] - torch.arange(T)[None, :]).float()).sum(-1)  # mean look-back per query
-    previous = weights.diagonal(-1).mean().item() if T > 1 else 0.0
-    summary = (f"{T} tokens · mean look-back {back.mean():.1f} tokens · weight on the previous token {previous:.2f} · "
-               f"on the first token {weights[1:, 0].mean().item() if T > 1 else 1.0:.2f}")
-    return fig, summary
-
-def attention_explorer(model: GPT, prompt: str = "ROMEO:\nBut soft, what light through yonder window breaks?"):
-    "A prompt box, a layer slider and a head menu redrawing `explore_attention` in place (core ipywidgets only)."
-    import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-    from IPython.display import display
-    style, layout = {"description_width": "60px"}, widgets.Layout(width="520px")
-    prompt_box = widgets.Text(value=prompt, description="prompt", continuous_update=False, style=style, layout=layout)
-    layer_s = widgets.IntSlider(value=0, min=0, max=model.config.n_layer - 1, description="layer", style=style, layout=layout)
-    head_s = widgets.Dropdown(options=list(range(model.config.n_head)), value=0, description="head", style=style)
-    summary, out = widgets.Label(), widgets.Output()
-
-    def redraw(_=None):
-        try: fig, summary.value = explore_attention(model, prompt_box.value, layer_s.value, head_s.value)
-        except ValueError as e:
-            summary.value, fig = str(e), None
-        with out:
-            out.clear_output(wait=True)
-            if fig is not None: display(fig); plt.close(fig)
-
-    for w in (prompt_box, layer_s, head_s): w.observe(redraw, names="value")
-    redraw()
-    return widgets.VBox([prompt_box, layer_s, head_s, summary, out])

@@ -24,12 +24,12 @@ from .model import GPT, GPTConfig
 from .schedule import notebook_figure  # chapter 04: a Figure that shows in any notebook
 
 # %% auto 0
-__all__ = ['RUN_MARKER', 'pick_device', 'CheckpointError', 'atomic_write', 'atomic_write_text', 'remove_stale_temps',
-           'run_folder_kind', 'refuse_foreign_folder', 'mark_run_folder', 'check_no_links', 'open_log', 'run_lock',
-           'unwrap', 'save_model', 'read_config', 'read_weights', 'check_weights', 'load_model', 'format_log_line',
-           'perplexity', 'keep_metrics_until', 'read_metrics', 'history_from_metrics', 'tensorboard_hook', 'wandb_hook',
-           'check_metrics_packages', 'metrics_hooks_for', 'smooth', 'loss_figure', 'display_attached', 'LivePlot',
-           'library_versions']
+__all__ = ['RUN_MARKER', 'STATE_PARTS', 'GIT_URL', 'pick_device', 'CheckpointError', 'atomic_write', 'atomic_write_text',
+           'remove_stale_temps', 'run_folder_kind', 'refuse_foreign_folder', 'mark_run_folder', 'check_no_links',
+           'open_log', 'run_lock', 'unwrap', 'save_model', 'read_config', 'read_weights', 'check_weights', 'load_model',
+           'read_state', 'format_log_line', 'perplexity', 'keep_metrics_until', 'read_metrics', 'history_from_metrics',
+           'tensorboard_hook', 'wandb_hook', 'check_metrics_packages', 'metrics_hooks_for', 'smooth', 'loss_figure',
+           'display_attached', 'LivePlot', 'library_versions']
 
 # %% ../nbs/05_run.ipynb 6
 def pick_device(device: str | torch.device = "auto") -> torch.device:
@@ -300,6 +300,27 @@ def load_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -
     return model.to(pick_device(device)).eval()
 
 # %% ../nbs/05_run.ipynb 27
+STATE_PARTS = ("step", "model", "optimizer", "scaler", "rng", "batches", "model_config", "history")
+
+def read_state(run_dir: str | os.PathLike, device: str | torch.device = "cpu", model_config: GPTConfig | None = None) -> dict:
+    "A run's state.pt, checked: readable, holding every part a resume needs, and (given `model_config`) of that model."
+    path = Path(run_dir)/"state.pt"
+    if not path.is_file(): raise CheckpointError(f"Nothing to resume in {run_dir}: it has no state.pt. Start without --resume.")
+    try: state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path} could not be read ({type(e).__name__}): it is corrupted or truncated.") from None
+    if not isinstance(state, dict) or (missing := [k for k in STATE_PARTS if k not in state]):
+        raise CheckpointError(f"{path} is not a gpt_mini training checkpoint (it lacks "
+                              f"{', '.join(missing) if isinstance(state, dict) else 'everything: it is no dict'}): "
+                              f"nothing to resume. Start over with --overwrite, or choose another --out.")
+    saved = state["model_config"]
+    diff = [f"{k}={saved.get(k)!r} in the checkpoint but {v!r} now" for k, v in (model_config.to_dict() if model_config
+            else {}).items() if saved.get(k) != v]
+    if diff: raise CheckpointError(f"{path} was saved from another model: " + "; ".join(diff) + ". Resume with the same "
+                                   "--model, or start a new run.")
+    return state
+
+# %% ../nbs/05_run.ipynb 31
 def format_log_line(step: int, total: int, loss: float, lr: float, grad_norm: float | None = None,
                     tokens_per_s: float | None = None) -> str:
     "One log line; its first three fields are exactly the recipe's `step 50/5000 | loss 8.3372 | lr 3.120000e-05`."
@@ -312,7 +333,7 @@ def perplexity(loss: float) -> float:
     "exp(loss): the number of equally likely tokens that would leave a model as unsure as this loss says."
     return math.exp(loss) if loss < 700 else math.inf  # math.exp overflows past ~709
 
-# %% ../nbs/05_run.ipynb 30
+# %% ../nbs/05_run.ipynb 34
 def keep_metrics_until(path: str | os.PathLike, step: int):
     "Drop the records of steps at or after `step` from metrics.jsonl (a resumed run redoes them)."
     path = Path(path)
@@ -337,7 +358,7 @@ def history_from_metrics(records: list[dict]) -> dict:
             h["eval_step"].append(r["step"]); h["eval_train"].append(r["train_loss"]); h["eval_val"].append(r["val_loss"])
     return h
 
-# %% ../nbs/05_run.ipynb 33
+# %% ../nbs/05_run.ipynb 37
 def _numbers(record: dict) -> dict:
     return {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
 
@@ -368,7 +389,7 @@ def metrics_hooks_for(tensorboard: str | None = None, wandb: str | None = None, 
     check_metrics_packages(tensorboard, wandb)
     return ([tensorboard_hook(tensorboard)] if tensorboard else []) + ([wandb_hook(wandb, config=config)] if wandb else [])
 
-# %% ../nbs/05_run.ipynb 36
+# %% ../nbs/05_run.ipynb 40
 def smooth(values, alpha: float = 0.1) -> np.ndarray:
     "Exponential moving average, started at the first value."
     out, avg = [], None
@@ -400,7 +421,7 @@ def loss_figure(history: dict, title: str = "", figsize=(8, 3.6), baselines: dic
     if steps: ax.legend(loc="upper right", fontsize=8)
     return fig
 
-# %% ../nbs/05_run.ipynb 41
+# %% ../nbs/05_run.ipynb 45
 def display_attached() -> bool:
     "True inside a Jupyter/Colab kernel (a place where figures can be shown), False in a terminal or script."
     try:
@@ -423,7 +444,9 @@ class LivePlot:
         self.last = time.monotonic()
         if self.handle is not None: self.handle.update(loss_figure(history, title, baselines=self.baselines))
 
-# %% ../nbs/05_run.ipynb 44
+# %% ../nbs/05_run.ipynb 48
+GIT_URL = "https://github.com/gpt-mini/gpt_mini"  # gpt_mini's home: model cards and Spaces link to it and install from it
+
 def library_versions() -> dict:
     "Versions of what produced a run (for meta.json)."
     import gpt_mini

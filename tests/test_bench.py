@@ -52,7 +52,7 @@ def test_cpu_train_allocators_quick(bench, capsys):
     assert any("keep_freed_memory" in r["allocator"] for r in rows)  # the library's own setting, beside the others
 
 def test_gpu_train_quick_runs_anywhere(bench, capsys):
-    out = bench("gpu_train").main(["--quick"])  # without CUDA: the same code on the CPU, tiny model
+    bench("gpu_train").main(["--quick"])  # without CUDA: the same code on the CPU, tiny model
     assert _has_table(capsys.readouterr().out, "gpt_mini eager", "transformers eager", "MFU")
 
 def test_gpu_train_says_not_measured_without_cuda(bench, capsys):

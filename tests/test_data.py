@@ -1,4 +1,4 @@
-import time, urllib.request
+import urllib.request
 import numpy as np
 import pytest, torch
 from gpt_mini.data import (Batches, DataError, decode, download_tiny_shakespeare, encode, find_text, load_dataset,

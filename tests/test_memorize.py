@@ -1,5 +1,4 @@
 "The memorization measure: the longest common substring, right on random cases and fast on the whole corpus."
-import random
 import time
 
 import numpy as np

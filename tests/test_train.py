@@ -1,5 +1,4 @@
 "Training: the loop learns, is reproducible and resumable, saves atomically, stops on nan, and its run folder loads."
-import dataclasses
 import errno
 import json
 import math
@@ -10,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -20,12 +18,10 @@ import torch
 
 import gpt_mini.train as T
 from gpt_mini.config import config_from_args
-from gpt_mini.model import GPT, GPTConfig
+from gpt_mini.model import GPTConfig
 from gpt_mini.run import format_log_line, history_from_metrics, perplexity, read_metrics, smooth
 from gpt_mini.schedule import lr_after_step
-from gpt_mini.train import (CheckpointError, TrainConfig, TrainingDiverged, atomic_write,
-                            ensure_run, load_model, make_optimizer,
-                            pick_precision, run_lock, save_model, train, train_cli)
+from gpt_mini.train import CheckpointError, TrainConfig, TrainingDiverged, ensure_run, load_model, train, train_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,34 +74,6 @@ def test_baselines_and_the_whole_validation_split(tmp_path):
     assert re.search(r"eval step 6 \| train \d+\.\d{4} \| val \d+\.\d{4} \(ppl [\d,.]+\)", log)
     assert perplexity(math.log(155.0)) == pytest.approx(155.0) and perplexity(1e4) == math.inf
     if sys.platform.startswith("linux"): assert "# malloc keeps freed memory for reuse" in log  # a CPU run keeps it
-
-
-def test_auto_precision_on_a_cpu_is_measured(monkeypatch):
-    cpu = torch.device("cpu")
-    for speedup, expect in ((2.6, "bf16"), (1.29, "fp32"), (0.5, "fp32")):
-        monkeypatch.setattr(T, "cpu_bf16_speedup", lambda s=speedup: s)
-        p = pick_precision(cpu)
-        assert p.name == expect and f"{speedup:.2f}x" in p.why
-    assert pick_precision(cpu, "fp32").why == ""  # asked for: nothing to explain
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
-def test_keep_freed_memory_takes_big_buffers_from_the_heap():
-    "By default a 64 MB buffer is an mmap'd block (returned to the kernel on free, page-faulted in again next time)."
-    probe = textwrap.dedent("""
-        import ctypes, sys, torch
-        import gpt_mini.train as T
-        class MallInfo2(ctypes.Structure):
-            _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                       "fsmblks", "uordblks", "fordblks", "keepcost")]
-        libc = ctypes.CDLL("libc.so.6"); libc.mallinfo2.restype = MallInfo2
-        if sys.argv[1] == "keep": assert T.keep_freed_memory()
-        buffer = torch.ones(64 * 2**20 // 4)
-        print(libc.mallinfo2().hblkhd)""")
-    mmapped = {mode: int(subprocess.run([sys.executable, "-c", probe, mode], capture_output=True, text=True, check=True,
-                                        env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}).stdout.split()[-1])
-               for mode in ("default", "keep")}
-    assert mmapped["default"] >= 64 * 2**20 and mmapped["keep"] < 64 * 2**20, mmapped
 
 
 def test_log_lines_have_the_recipe_format(tmp_path):
@@ -395,26 +363,11 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, uninterrupted):
     assert not list(out.glob(".*.tmp"))  # the next run cleans up what a killed save left
 
 
-def test_weight_decay_on_2d_only():
-    model = GPT(GPTConfig.from_preset("tiny"))
-    opt = make_optimizer(model, 1e-3, weight_decay=0.1)
-    decay, no_decay = opt.param_groups
-    assert decay["weight_decay"] == 0.1 and all(p.dim() == 2 for p in decay["params"])
-    assert no_decay["weight_decay"] == 0.0 and all(p.dim() == 1 for p in no_decay["params"])
-    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == sum(p.numel() for p in model.parameters())
-
-
 def test_bf16_autocast_on_cpu_trains(tmp_path):
     r = train(quick(tmp_path, dtype="bf16", steps=8, lr=3e-3))
     assert all(map(math.isfinite, r.history["loss"])) and r.history["loss"][-1] < r.history["loss"][0]
     assert json.loads((r.run_dir/"meta.json").read_text())["precision"] == "bf16"
     assert load_model(r.run_dir).lm_head.weight.dtype == torch.float32  # weights stay fp32 under autocast
-
-
-def test_precision_choice():
-    assert pick_precision(torch.device("cpu")).name == "fp32"
-    assert not pick_precision(torch.device("cpu")).scaler.is_enabled()
-    with pytest.raises(ValueError, match="CUDA"): pick_precision(torch.device("cpu"), "fp16")
 
 
 # ---- the command line ---------------------------------------------------------------------------------------------------------
@@ -541,7 +494,6 @@ def test_a_log_that_is_a_link_is_refused_and_its_target_kept(tmp_path, capsys):
     assert train_cli(["--preset", "tiny", "--out", cfg.out, "--resume", "--no-progress", "--device", "cpu"]) == 1
     assert "symbolic link" in capsys.readouterr().err
     assert victim.read_text() == "keep me"
-
 
 
 # ---- the command line is the config ------------------------------------------------------------------------------------------
