@@ -11,6 +11,7 @@ import math
 import os
 import re
 import shutil
+import subprocess
 import sys
 import time
 from functools import lru_cache
@@ -19,14 +20,14 @@ from pathlib import Path
 from . import __version__
 from .data import TOKENIZER_NAME, get_tokenizer
 from .model import GPT, num_params
-# The run-folder format belongs to the training chapter today and may move to a module of its own: this line is the
-# only place where this chapter reaches into it.
+# the run folder (chapter 05): the only way this chapter reads a run
 from .run import GIT_URL, CheckpointError, atomic_write_text, load_model, read_config
 from .config import CLIParser, one_line  # every subcommand's parser (chapter 06)
 
 # %% auto 0
 __all__ = ['EOT', 'KNOWN_TEXTS', 'MARKER', 'byte_chars', 'token_text', 'bpe_ranks', 'bpe_merges', 'tokenizer_files', 'model_card',
-           'ExportError', 'HubError', 'check_out_folder', 'export_hf', 'hub_token', 'push_to_hub', 'export_hf_cli']
+           'ExportError', 'HubError', 'check_out_folder', 'export_hf', 'gguf_from_export', 'hub_token', 'push_to_hub',
+           'export_hf_cli']
 
 # %% ../nbs/14_hub.ipynb 13
 def byte_chars() -> dict[int, str]:
@@ -315,6 +316,20 @@ def export_hf(ckpt: str | os.PathLike, out: str | os.PathLike, force: bool = Fal
     return out
 
 # %% ../nbs/14_hub.ipynb 45
+def gguf_from_export(export_dir: str | os.PathLike, llama_dir: str | os.PathLike, outtype: str = "f32",
+                     out: str | os.PathLike | None = None) -> Path:
+    """A GGUF file for llama.cpp from an `export_hf` folder, written by llama.cpp's own converter
+    (`convert_hf_to_gguf.py` and its `gguf-py`, in the llama.cpp source folder `llama_dir`); `outtype` f32, f16, q8_0..."""
+    llama_dir, export_dir = Path(llama_dir).expanduser(), Path(export_dir)
+    script = llama_dir/"convert_hf_to_gguf.py"
+    if not script.is_file(): raise FileNotFoundError(f"{llama_dir} has no convert_hf_to_gguf.py: pass a llama.cpp source folder")
+    out = Path(out) if out else export_dir.with_name(f"{export_dir.name}.{outtype}.gguf")
+    done = subprocess.run([sys.executable, str(script), str(export_dir), "--outtype", outtype, "--outfile", str(out)],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(llama_dir/"gguf-py")})
+    if done.returncode: raise RuntimeError(f"llama.cpp's converter failed on {export_dir}: {one_line(done.stderr[-600:])}")
+    return out
+
+# %% ../nbs/14_hub.ipynb 50
 def _login_command() -> str:
     import huggingface_hub
     major = int(huggingface_hub.__version__.split(".")[0])
@@ -346,7 +361,7 @@ def push_to_hub(folder: str | os.PathLike, repo_id: str, private: bool = False, 
         raise HubError(f"could not push to {repo_id} on the Hub: {why}") from e
     return f"https://huggingface.co/{'spaces/' if repo_type == 'space' else ''}{repo_id}"
 
-# %% ../nbs/14_hub.ipynb 50
+# %% ../nbs/14_hub.ipynb 55
 def _fail(message, code: int) -> int:
     print(f"gpt-mini export-hf: {one_line(message)}", file=sys.stderr)
     return code
@@ -392,6 +407,6 @@ def export_hf_cli(argv: list[str] | None = None) -> int:
     print(f"Pushed to {url}")
     return 0
 
-# %% ../nbs/14_hub.ipynb 51
+# %% ../nbs/14_hub.ipynb 56
 if __name__ == "__main__" and "__file__" in globals():  # `python -m gpt_mini.hub`; never when a notebook runs this cell
     sys.exit(export_hf_cli())

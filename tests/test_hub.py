@@ -325,3 +325,34 @@ def test_config_json_has_n_ctx_for_llama_cpp(run_dir, tmp_path):
     out = export_hf(run_dir, tmp_path/"hf")
     config = json.loads((out/"config.json").read_text())
     assert config["n_ctx"] == config["n_positions"] == 64
+
+
+LLAMA_CPP = os.environ.get("GPT_MINI_LLAMA_CPP")  # a llama.cpp source folder with build/bin/llama-simple
+GGUF_NAMES = {"token_embd": "transformer.wte", "position_embd": "transformer.wpe", "output_norm": "transformer.ln_f",
+              "attn_norm": "ln_1", "attn_qkv": "attn.c_attn", "attn_output": "attn.c_proj", "ffn_norm": "ln_2",
+              "ffn_up": "mlp.c_fc", "ffn_down": "mlp.c_proj"}
+
+@pytest.mark.skipif(not (LLAMA_CPP and (Path(LLAMA_CPP)/"build"/"bin"/"llama-simple").is_file()),
+                    reason="no llama.cpp build (set GPT_MINI_LLAMA_CPP to a llama.cpp source folder, built)")
+@pytest.mark.parametrize("which", ["trained", "untrained"])
+def test_llama_cpp_converts_the_export_and_writes_the_same_greedy_text(which, run_dir, exported, untrained):
+    run, export = (run_dir, exported) if which == "trained" else untrained
+    gguf_file = hub.gguf_from_export(export, LLAMA_CPP)
+    sys.path.insert(0, str(Path(LLAMA_CPP)/"gguf-py"))
+    from gguf import GGUFReader
+    ours = {k: v.numpy() for k, v in load_model(run).state_dict().items()}
+    tensors = GGUFReader(gguf_file).tensors
+    for t in tensors:  # every tensor of the GGUF file is the run's own, bit for bit
+        parts = t.name.split(".")
+        name = (f"transformer.h.{parts[1]}.{GGUF_NAMES[parts[2]]}.{parts[3]}" if parts[0] == "blk"
+                else f"{GGUF_NAMES[parts[0]]}.{parts[1]}")
+        assert (t.data.reshape(ours[name].shape) == ours[name]).all(), t.name
+    assert len(tensors) == len(ours) - 1  # all but the head, which is the embedding (tied)
+    prompt = "ROMEO:\nBut soft, what light"
+    printed = subprocess.run([str(Path(LLAMA_CPP)/"build"/"bin"/"llama-simple"), "-m", str(gguf_file), "-n", "40", prompt],
+                             check=True, capture_output=True, text=True).stdout
+    assert printed.removesuffix("\n") == prompt + "".join(stream_text(load_model(run), prompt, 40, temperature=0))
+
+
+def test_gguf_from_export_names_a_folder_without_the_converter(exported, tmp_path):
+    with pytest.raises(FileNotFoundError, match="has no convert_hf_to_gguf.py"): hub.gguf_from_export(exported, tmp_path)

@@ -1,10 +1,23 @@
-"The memorization measure: the longest common substring, right on random cases and fast on the whole corpus."
+"""What a trained model learned (chapter 10): the longest common substring, right on random cases and fast on the
+whole corpus; and the attention explorer."""
 import time
 
 import numpy as np
 import torch
 
-from gpt_mini.memorize import longest_common_substring
+import pytest
+
+from gpt_mini.data import decode, encode
+from gpt_mini.memorize import attention_explorer, explore_attention, longest_common_substring
+from gpt_mini.model import GPT, GPTConfig
+
+TINY = GPTConfig.from_preset("tiny")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return GPT(TINY).eval()
 
 
 def _brute(a, b):
@@ -40,4 +53,34 @@ def test_longest_common_substring_is_fast_on_the_corpus(corpus):
     assert longest_common_substring(text[5000:5200], text)[0] == 200
 
 
-# ---- CLI ---------------------------------------------------------------------------------------------------------------------
+# ---- the attention explorer (moved here from chapter 03 with its code) ----------------------------------------------
+
+def test_attention_explorer_logic(tiny):
+    import matplotlib; matplotlib.use("Agg")
+    prompt = "First Citizen: Before we proceed"
+    fig, summary = explore_attention(tiny, prompt, layer=1, head=1)
+    T = len(encode(prompt))
+    assert fig.axes[0].get_title() == "layer 1, head 1"
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == [repr(decode([i]))[1:-1] for i in encode(prompt)]
+    assert summary.startswith(f"{T} tokens · mean look-back")
+    for bad, fragment in [(dict(prompt=" \n"), "prompt is empty"), (dict(layer=TINY.n_layer), "layer must be between"),
+                          (dict(head=-1), "head must be between")]:
+        with pytest.raises(ValueError, match=fragment):
+            explore_attention(tiny, **{"prompt": prompt, "layer": 0, "head": 0, **bad})
+    long = "to be or not to be " * 100  # longer than the context: the last block_size tokens
+    fig, summary = explore_attention(tiny, long)
+    assert summary.startswith(f"{TINY.block_size} tokens")
+
+
+def test_attention_explorer_widget_redraws(tiny):
+    import matplotlib; matplotlib.use("Agg")
+    box = attention_explorer(tiny, "to be or not")
+    prompt, layer, head, summary, out = box.children
+    assert (layer.min, layer.max, list(head.options)) == (0, TINY.n_layer - 1, list(range(TINY.n_head)))
+    first = summary.value
+    layer.value, head.value = 1, 1
+    assert first.startswith("4 tokens") and summary.value.startswith("4 tokens") and summary.value != first
+    prompt.value = "to be or not to be, that is the question"
+    assert summary.value.startswith(f"{len(encode(prompt.value))} tokens")
+    prompt.value = ""
+    assert summary.value == "The prompt is empty: type a few words to look at."

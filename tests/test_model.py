@@ -260,7 +260,6 @@ def test_stream_never_splits_a_character():
     assert "".join(tail).startswith("a") and "".join(tail).endswith("\ufffd")
 
 
-
 # ---- values a NaN slips through, ids the tokenizer cannot decode (issue 15) ------------------------------------------
 
 NAN, INF = float("nan"), float("inf")
@@ -388,34 +387,3 @@ def test_attention_maps_and_plot(tiny):
         torch.testing.assert_close(h_weights, tiny.hidden(torch.tensor([encode(prompt)])), atol=1e-5, rtol=0)
 
 
-def test_attention_explorer_logic(tiny):
-    import matplotlib; matplotlib.use("Agg")
-    from gpt_mini.model import explore_attention
-    prompt = "First Citizen: Before we proceed"
-    fig, summary = explore_attention(tiny, prompt, layer=1, head=1)
-    T = len(encode(prompt))
-    assert fig.axes[0].get_title() == "layer 1, head 1"
-    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == [repr(decode([i]))[1:-1] for i in encode(prompt)]
-    assert summary.startswith(f"{T} tokens · mean look-back")
-    for bad, fragment in [(dict(prompt=" \n"), "prompt is empty"), (dict(layer=TINY.n_layer), "layer must be between"),
-                          (dict(head=-1), "head must be between")]:
-        with pytest.raises(ValueError, match=fragment):
-            explore_attention(tiny, **{"prompt": prompt, "layer": 0, "head": 0, **bad})
-    long = "to be or not to be " * 100  # longer than the context: the last block_size tokens
-    fig, summary = explore_attention(tiny, long)
-    assert summary.startswith(f"{TINY.block_size} tokens")
-
-
-def test_attention_explorer_widget_redraws(tiny):
-    import matplotlib; matplotlib.use("Agg")
-    from gpt_mini.model import attention_explorer
-    box = attention_explorer(tiny, "to be or not")
-    prompt, layer, head, summary, out = box.children
-    assert (layer.min, layer.max, list(head.options)) == (0, TINY.n_layer - 1, list(range(TINY.n_head)))
-    first = summary.value
-    layer.value, head.value = 1, 1
-    assert first.startswith("4 tokens") and summary.value.startswith("4 tokens") and summary.value != first
-    prompt.value = "to be or not to be, that is the question"
-    assert summary.value.startswith(f"{len(encode(prompt.value))} tokens")
-    prompt.value = ""
-    assert summary.value == "The prompt is empty: type a few words to look at."

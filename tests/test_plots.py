@@ -14,7 +14,8 @@ from matplotlib.figure import Figure
 
 from gpt_mini.attention import plot_attention
 from gpt_mini.data import decode, encode
-from gpt_mini.model import GPT, GPTConfig, attention_maps, explore_attention
+from gpt_mini.model import GPT, GPTConfig, attention_maps
+from gpt_mini.memorize import explore_attention
 from gpt_mini.sampling import next_token_logits, next_token_table, plot_candidates, plot_cutoffs, plot_knobs, plot_temperature
 from gpt_mini.schedule import explore_schedule, schedule_figure
 from gpt_mini.run import loss_figure
