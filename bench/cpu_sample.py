@@ -13,11 +13,20 @@ What it measures, every case interleaved with the others round by round (see ben
   (read bandwidth) / (bytes of weights read per token); the bandwidth is measured in the same rounds;
 - time to first token for a 200-token prompt (prefill plus one sampled token);
 - quality of the int8 path against fp32 on held-out text (the last 10% of tiny Shakespeare): top-1 next-token
-  agreement and the difference in cross-entropy, for the random-init 124M model and for a trained run if one exists.
+  agreement and the difference in cross-entropy, for the random-init 124M model and for a trained run if one exists;
+- llama.cpp, the engine people run small models with on a laptop, when there is a build of it: set
+  GPT_MINI_LLAMA_CPP to a llama.cpp source folder with build/bin/llama-bench in it (README.md says how to build one).
+  The same weights go through gpt_mini's `export_hf` and llama.cpp's own converter to GGUF files in f32, f16 and
+  q8_0; each is a case of the same interleaved rounds, timed by `llama-bench` (its `-pg 8,100` test: the 8-token
+  prompt and 100 generated tokens, in one process per round, the model already mapped).
 """
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -103,10 +112,37 @@ def hf_ttft(hf, prompt, top_k):
                         temperature=1.0, pad_token_id=0)
     return lambda: 1e3 * B.timed(go)
 
-def decode_rows(models: dict, prompt, n_new, top_k, rounds, clock, bandwidth: int | None, bytes_per: dict):
+def llama_cpp_dir() -> Path | None:
+    "A built llama.cpp source folder (GPT_MINI_LLAMA_CPP: llama-bench and the converter in it), or None."
+    d = Path(os.environ.get("GPT_MINI_LLAMA_CPP") or "/nonexistent").expanduser()
+    return d if (d/"build"/"bin"/"llama-bench").is_file() and (d/"convert_hf_to_gguf.py").is_file() else None
+
+LLAMA_TYPES = {"f32": "llama.cpp f32", "f16": "llama.cpp f16", "q8_0": "llama.cpp q8_0"}
+PEERS = {"gpt_mini fp32": "llama.cpp f32", "gpt_mini fp32 packed (oneDNN)": "llama.cpp f32", "gpt_mini int8": "llama.cpp q8_0"}
+
+def llama_cpp_models(model, llama_dir: Path, work: Path) -> dict[str, Path]:
+    "gpt_mini's weights as GGUF files (name → file), through `export_hf` and llama.cpp's own converter."
+    from gpt_mini.hub import export_hf, gguf_from_export
+    from gpt_mini.run import save_model
+    export = export_hf(save_model(model, work/"run"), work/"hf")
+    return {name: gguf_from_export(export, llama_dir, t) for t, name in LLAMA_TYPES.items()}
+
+def llama_bench_seconds(gguf: Path, llama_dir: Path, threads: int, prompt_tokens: int, new_tokens: int) -> float:
+    "Seconds of one llama-bench test: prompt + generation (`-pg`), or the prompt alone when `new_tokens` is 0."
+    test = ["-p", "0", "-n", "0", "-pg", f"{prompt_tokens},{new_tokens}"] if new_tokens else ["-p", str(prompt_tokens), "-n", "0"]
+    out = subprocess.run([str(llama_dir/"build"/"bin"/"llama-bench"), "-m", str(gguf), *test, "-t", str(threads),
+                          "-r", "1", "-o", "json"], capture_output=True, text=True, check=True).stdout
+    return json.loads(out)[0]["avg_ns"] / 1e9
+
+def llama_sampler(gguf_and_dir, prompt, n_new, threads):
+    gguf, llama_dir = gguf_and_dir
+    return lambda: n_new / llama_bench_seconds(gguf, llama_dir, threads, len(prompt), n_new)
+
+def decode_rows(models: dict, prompt, n_new, top_k, rounds, clock, bandwidth: int | None, bytes_per: dict, threads: int = 2):
     "Interleaved decoding speed of every (name → (kind, model)) with, optionally, the read bandwidth in the same rounds."
-    cases = {n: (ours_sampler if kind == "ours" else hf_sampler)(m, prompt, n_new, top_k, clock)
-             for n, (kind, m) in models.items()}
+    cases = {n: llama_sampler(m, prompt, n_new, threads) if kind == "llama" else
+                (ours_sampler if kind == "ours" else hf_sampler)(m, prompt, n_new, top_k, clock)
+             for n, (kind, m) in models.items() if clock == "wall" or kind != "llama"}
     if bandwidth: cases["read bandwidth"] = lambda: B.read_bandwidth_gbs(bandwidth)
     res = B.interleave(cases, rounds, warmup=1)
     B.free_bandwidth_buffer()
@@ -116,6 +152,8 @@ def decode_rows(models: dict, prompt, n_new, top_k, rounds, clock, bandwidth: in
     for name, xs in res.items():
         row = {"sampler": name, "tokens/s (median)": B.med(xs), "range": B.spread(xs),
                "× transformers fp32": B.paired_ratio(xs, theirs)}
+        if any(peer in res for peer in PEERS.values()):  # the peer of the same precision, in the same rounds
+            row["× llama.cpp, same precision"] = B.paired_ratio(xs, res[PEERS[name]]) if name in PEERS else None
         if bw:
             ceiling = bw * 1e9 / bytes_per[name]
             row.update({"MB read/token": bytes_per[name] / 1e6, "ceiling tok/s": ceiling,
@@ -170,36 +208,54 @@ def main(argv=None) -> dict:
     fp32_bytes, int8_bytes = weight_bytes_per_token(ours), weight_bytes_per_token(ours_q if ours_q is not None else hf_q)
     bytes_per = {n: int8_bytes if "int8" in n else fp32_bytes for n in models}
     out = {"machine": info}
+    llama_dir, llama_note = llama_cpp_dir(), None
+    if llama_dir is not None:
+        work = Path(tempfile.mkdtemp(prefix="gguf-"))
+        for name, gguf in llama_cpp_models(ours, llama_dir, work).items():
+            models[name] = ("llama", (gguf, llama_dir))
+            bytes_per[name] = gguf.stat().st_size  # all of it is read per token: the token table is also the head
+        version = subprocess.run([str(llama_dir/"build"/"bin"/"llama-bench"), "--version"], capture_output=True, text=True)
+        said = (version.stdout + version.stderr).strip().splitlines()
+        llama_note = (f"llama.cpp: {llama_dir} ({said[0] if said else 'version unknown'}); the same "
+                      f"weights, through export_hf and its convert_hf_to_gguf.py; timed by llama-bench -pg "
+                      f"{len(prompt)},{n_new} -t {args.threads} -r 1 (one process per round, which samples nothing: "
+                      f"gpt_mini's cases also draw each token from the top {top_k}); its file size is its bytes per token")
+    else: llama_note = "llama.cpp: not measured (set GPT_MINI_LLAMA_CPP to a built llama.cpp source folder)"
 
     # ---- decoding speed (headline: wall clock, 2 threads), with the bandwidth measured in the same rounds
     with B.threads(args.threads):
         bw_bytes = 16 * 2**20 if quick else 512 * 2**20
-        rows, bw = decode_rows(models, prompt, n_new, top_k, rounds, "wall", bw_bytes, bytes_per)
+        rows, bw = decode_rows(models, prompt, n_new, top_k, rounds, "wall", bw_bytes, bytes_per, args.threads)
     out.update(read_bandwidth_gbs=bw, decode=rows)
     md = B.report(f"CPU sampling: {what}, {len(prompt)}-token prompt, {n_new} new tokens, top-k {top_k}, "
                   f"{args.threads} threads, wall clock, {rounds} interleaved rounds", rows,
                   [f"read bandwidth measured in the same rounds: {bw:.1f} GB/s (median, {args.threads} threads summing "
                    f"a {bw_bytes >> 20} MB fp32 tensor); ceiling = bandwidth / weight bytes read per token (the KV cache and activations "
                    f"are not counted, so the true ceiling is a little lower)",
-                   "tokens/s = new tokens / time of the whole call (prompt included)"])
+                   "tokens/s = new tokens / time of the whole call (prompt included)", llama_note])
 
     # ---- the same, load-robust: 1 thread, CPU time
     if not args.no_cpu_time:
         n_cpu = max(2, n_new // 2)
         with B.threads(1):
-            rows, _ = decode_rows(models, prompt, n_cpu, top_k, rounds, "cpu", None, bytes_per)
+            rows, _ = decode_rows(models, prompt, n_cpu, top_k, rounds, "cpu", None, bytes_per, 1)
         out["decode_cpu_time"] = rows
-        md += B.report(f"The same, load-robust: 1 thread, CPU time, {n_cpu} new tokens", rows)
+        md += B.report(f"The same, load-robust: 1 thread, CPU time, {n_cpu} new tokens", rows,
+                       ["llama.cpp runs in a process of its own, whose CPU time this table does not see: not in it"]
+                       if llama_dir is not None else None)
 
     # ---- time to first token, 200-token prompt
     with B.threads(args.threads):
-        cases = {n: (ours_ttft if kind == "ours" else hf_ttft)(m, long_prompt, top_k) for n, (kind, m) in models.items()}
+        cases = {n: (lambda g=m: 1e3 * llama_bench_seconds(g[0], g[1], args.threads, len(long_prompt), 0)) if kind == "llama"
+                 else (ours_ttft if kind == "ours" else hf_ttft)(m, long_prompt, top_k) for n, (kind, m) in models.items()}
         res = B.interleave(cases, rounds, warmup=1)
     theirs = res["transformers fp32"]
     rows = [{"sampler": n, "time to first token ms (median)": B.med(xs), "range": B.spread(xs),
              "speed-up vs transformers fp32": B.paired_ratio(theirs, xs)} for n, xs in res.items()]
     out["ttft"] = rows
-    md += B.report(f"Time to first token: {len(long_prompt)}-token prompt, {args.threads} threads, wall clock", rows)
+    md += B.report(f"Time to first token: {len(long_prompt)}-token prompt, {args.threads} threads, wall clock", rows,
+                   [f"llama.cpp: llama-bench -p {len(long_prompt)} -n 0, the prompt alone (its first token's sampling is not in it)"]
+                   if llama_dir is not None else None)
 
     # ---- int8 quality on held-out text
     rows = []
