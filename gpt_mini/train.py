@@ -457,6 +457,6 @@ def ensure_run(run_dir: str | os.PathLike = "runs/small", preset: str = "small",
         train(cfg)
     return run_dir
 
-# %% ../nbs/08_train.ipynb 65
+# %% ../nbs/08_train.ipynb 70
 if __name__ == "__main__" and "__file__" in globals():  # `python -m gpt_mini.train` (torchrun too); never this cell
     sys.exit(train_cli())
