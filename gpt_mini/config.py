@@ -21,7 +21,7 @@ from .schedule import check_schedule
 
 # %% auto 0
 __all__ = ['CHOICES', 'TRAIN_PRESETS', 'PRESET_ALIASES', 'TrainConfig', 'one_line', 'CLIParser', 'config_fields', 'build_parser',
-           'read_train_config', 'write_train_config', 'config_from_args']
+           'config_from_args', 'read_train_config', 'write_train_config']
 
 # %% ../nbs/06_config.ipynb 6
 @dataclass
@@ -160,7 +160,7 @@ class CLIParser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {one_line(message)} (`{self.prog} --help` lists the options)\n")
 
-# %% ../nbs/06_config.ipynb 13
+# %% ../nbs/06_config.ipynb 14
 # fields that are no flags: --preset is a flag of its own, the live plot is for notebooks
 _NOT_FLAGS = ("preset", "live_plot")
 # fields about one invocation, not about the run: left out of the run's train_config.json
@@ -170,6 +170,9 @@ def config_fields() -> list[tuple[str, type, bool, str]]:
     "(name, type, accepts None, help) of every TrainConfig field: from its annotation and the comment beside it."
     from fastcore.docments import docments
     docs, hints = docments(TrainConfig), typing.get_type_hints(TrainConfig)
+    if not any(docs.values()):  # a class defined in a notebook cell has no source file to read the comments from:
+        import gpt_mini.config  # take them from the exported module, which nbdev_export writes from that very cell
+        docs = docments(gpt_mini.config.TrainConfig)
     out = []
     for f in dataclasses.fields(TrainConfig):
         args = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
@@ -184,6 +187,7 @@ def _value_or_none(kind: type):
     parse.__name__ = kind.__name__  # argparse names the type in its messages
     return parse
 
+# %% ../nbs/06_config.ipynb 17
 def _preset_table() -> str:
     "One line per preset: what it changes from the defaults."
     base = TrainConfig().to_dict()
@@ -227,6 +231,20 @@ def build_parser(prog: str = "gpt-mini train") -> argparse.ArgumentParser:
         p.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=f"{text} (default: {default!r})", **kw)
     return p
 
+# %% ../nbs/06_config.ipynb 21
+def config_from_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> TrainConfig:
+    "The TrainConfig that command-line arguments describe: preset, then --config FILE, then flags (errors exit 2)."
+    parser = parser or build_parser()
+    args = vars(parser.parse_args(argv))
+    preset, config_file = args.pop("preset"), args.pop("config")
+    try:
+        values = read_train_config(config_file) if config_file else {}
+        preset = preset or values.pop("preset", None) or "small"
+        values.pop("preset", None)
+        return TrainConfig.from_preset(preset, **{"live_plot": False, **values, **args}).validate()
+    except ValueError as e: parser.error(str(e))
+
+# %% ../nbs/06_config.ipynb 24
 def read_train_config(path: str | os.PathLike) -> dict:
     "The fields in a JSON or TOML training config (a file, or a run folder's train_config.json), checked by name and type."
     path = Path(path)
@@ -258,15 +276,3 @@ def write_train_config(cfg: TrainConfig, run_dir: str | os.PathLike) -> Path:
     "The run's train_config.json: what `--config` needs to repeat the run (without this invocation's own flags)."
     values = {k: v for k, v in cfg.to_dict().items() if k not in _INVOCATION_FIELDS}
     return atomic_write_text(Path(run_dir)/"train_config.json", json.dumps(values, indent=2) + "\n")
-
-def config_from_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> TrainConfig:
-    "The TrainConfig that command-line arguments describe: preset, then --config FILE, then flags (errors exit 2)."
-    parser = parser or build_parser()
-    args = vars(parser.parse_args(argv))
-    preset, config_file = args.pop("preset"), args.pop("config")
-    try:
-        values = read_train_config(config_file) if config_file else {}
-        preset = preset or values.pop("preset", None) or "small"
-        values.pop("preset", None)
-        return TrainConfig.from_preset(preset, **{"live_plot": False, **values, **args}).validate()
-    except ValueError as e: parser.error(str(e))
