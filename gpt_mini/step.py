@@ -123,7 +123,7 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float):
     "Set the learning rate of every parameter group."
     for g in optimizer.param_groups: g["lr"] = lr
 
-# %% ../nbs/07_step.ipynb 22
+# %% ../nbs/07_step.ipynb 23
 OPENAI_GPT2 = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 
 def initial_model(init: str, dropout: float = 0.0) -> GPT:
@@ -141,7 +141,7 @@ def initial_model(init: str, dropout: float = 0.0) -> GPT:
     fresh.load_state_dict(model.state_dict())
     return fresh.train()
 
-# %% ../nbs/07_step.ipynb 25
+# %% ../nbs/07_step.ipynb 26
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batches, precision: Precision,
                grad_accum: int = 1, grad_clip: float | None = 1.0, world_size: int = 1) -> tuple[float, float]:
     "One optimizer step from `grad_accum` micro-batches: returns (mean loss, gradient norm before clipping)."
@@ -166,7 +166,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batches, prec
     optimizer.zero_grad(set_to_none=True)
     return loss, norm.item()
 
-# %% ../nbs/07_step.ipynb 30
+# %% ../nbs/07_step.ipynb 31
 def dist_env() -> tuple[int, int, int]:
     "(rank, local_rank, world_size) from the environment torchrun sets; (0, 0, 1) otherwise."
     return int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -181,7 +181,7 @@ def init_distributed(local_rank: int, device: str = "auto") -> torch.device:
     if not dist.is_initialized(): dist.init_process_group(backend)
     return here
 
-# %% ../nbs/07_step.ipynb 33
+# %% ../nbs/07_step.ipynb 34
 @torch.no_grad()
 def mean_loss(model: nn.Module, batches, precision: Precision | None = None) -> float:
     "The model's mean loss per predicted token over `batches` of (x, y), in eval mode (no dropout), without gradients."
