@@ -36,7 +36,7 @@ from .run import (LivePlot, check_metrics_packages, display_attached, format_log
                           keep_metrics_until, loss_figure, metrics_hooks_for, perplexity)  # what a run shows (chapter 05)
 
 # %% auto 0
-__all__ = ['TrainingDiverged', 'TrainResult', 'train', 'RunState', 'train_cli', 'ensure_run']
+__all__ = ['QUICK_CPU_RUN', 'TrainingDiverged', 'TrainResult', 'train', 'RunState', 'train_cli', 'ensure_run']
 
 # %% ../nbs/08_train.ipynb 8
 class TrainingDiverged(RuntimeError):
@@ -445,16 +445,20 @@ def train_cli(argv: list[str] | None = None) -> int:
     return 0
 
 # %% ../nbs/08_train.ipynb 60
-def ensure_run(run_dir: str | os.PathLike = "runs/small", preset: str = "small", max_seconds: float | None = 120,
-               wait: float | None = 3600, **changes) -> Path:
-    "`run_dir` if it holds a loadable model; else train `preset` (plus `changes`) into it within `max_seconds`."
+# what a chapter opened on its own trains on a CPU when it finds no run: the small model, 40 steps (about a minute)
+QUICK_CPU_RUN = dict(steps=40, seq_len=64, warmup=10, eval_every=0, eval_batches=2, ckpt_every=0, sample_tokens=300,
+                     live_plot=False)
+
+def ensure_run(run_dir: str | os.PathLike = "runs/small", preset: str = "small", wait: float | None = 3600,
+               **changes) -> Path:
+    "`run_dir` if it holds a loadable model; else train `preset` into it (on a CPU for `QUICK_CPU_RUN`), plus `changes`."
     run_dir = Path(run_dir)
     with run_lock(run_dir, timeout=wait):  # waits while someone else is training into this folder
         try:
             load_model(run_dir); return run_dir
         except CheckpointError: pass
-        cfg = TrainConfig.from_preset(preset, **{"out": str(run_dir), "overwrite": True, "max_seconds": max_seconds, **changes})
-        train(cfg)
+        quick = {} if torch.cuda.is_available() else QUICK_CPU_RUN
+        train(TrainConfig.from_preset(preset, **{"out": str(run_dir), "overwrite": True, **quick, **changes}))
     return run_dir
 
 # %% ../nbs/08_train.ipynb 70
