@@ -351,6 +351,24 @@ def test_export_space_into_an_empty_folder_or_an_empty_clone(run_dir, tmp_path):
     (tmp_path/"clone"/".git").mkdir(parents=True)
     for name in ("empty", "clone"): assert SPACE_NAMES <= {p.name for p in export_space(run_dir, tmp_path/name).iterdir()}
 
+def test_a_full_disk_during_export_space_is_one_line_and_keeps_the_old_file(run_dir, tmp_path, capsys, monkeypatch):
+    "Each Space file goes through run.atomic_write: a failed write names the file and leaves the one before untouched."
+    import errno
+    import gpt_mini.space as space
+    out = export_space(run_dir, tmp_path/"space", title="first")
+    filler = space._filler
+    def full_disk_at_app_py(source):
+        if isinstance(source, bytes) and source.startswith(b'"""A gpt_mini sampler'):
+            def write(f): f.write(source[:10]); raise OSError(errno.ENOSPC, "No space left on device")
+            return write
+        return filler(source)
+    monkeypatch.setattr(space, "_filler", full_disk_at_app_py)
+    assert export_space_cli(["--ckpt", str(run_dir), "--out", str(out), "--title", "second"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and str(out/"app.py") in err and "No space left on device" in err, err
+    assert "exporting again" in err and "first" in (out/"app.py").read_text()  # the old app.py, whole
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]  # no half-written temporary left behind
+
 def test_export_space_out_is_a_file(run_dir, tmp_path, capsys):
     (tmp_path/"space.txt").write_text("x")
     for extra in ([], ["--force"]):
