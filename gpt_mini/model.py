@@ -20,9 +20,9 @@ from .attention import KVCache
 from .block import Block, LayerNorm
 
 # %% auto 0
-__all__ = ['PRESETS', 'GPTConfig', 'cross_entropy', 'GPT', 'num_params', 'count_params', 'PretrainedError',
-           'NonFiniteLogitsError', 'top_k_filter', 'top_p_filter', 'sample_next', 'generate', 'stream_text',
-           'attention_maps']
+__all__ = ['PRESETS', 'GPTConfig', 'cross_entropy', 'GPT', 'num_params', 'count_params', 'PretrainedError', 'check_sampling_args',
+           'NonFiniteLogitsError', 'check_finite_logits', 'top_k_filter', 'top_p_filter', 'sample_next',
+           'as_prompt_ids', 'check_generate_args', 'generate', 'stream_text', 'attention_maps']
 
 # %% ../nbs/03_model.ipynb 7
 @dataclass
@@ -259,7 +259,8 @@ def _whole(x, lo: int) -> bool:
 
 def _shown(x) -> str: return repr(x) if isinstance(x, (str, bytes)) else str(x)  # '1' (text) is not 1
 
-def _check_sampling(temperature, top_k, top_p):
+def check_sampling_args(temperature, top_k, top_p):
+    "The sampling knobs, checked: a ValueError that names the first bad one and says what a good value is."
     # NaN compares False with everything, so each rule says what a good value is: `not (good)`, never `bad < x`.
     t = _real(temperature)
     if t is None or not (math.isfinite(t) and t >= 0):
@@ -273,7 +274,7 @@ def _check_sampling(temperature, top_k, top_p):
 class NonFiniteLogitsError(ValueError):
     "The logits hold NaN or infinite values, so no token can be drawn: the model's weights are not finite."
 
-def _check_finite(x: torch.Tensor):
+def check_finite_logits(x: torch.Tensor):
     "Raise NonFiniteLogitsError unless `x` (one number per row, computed from the logits) is finite."
     ok = math.isfinite(float(x)) if x.numel() == 1 else bool(torch.isfinite(x).all())  # one number: no tensor op
     if ok: return
@@ -305,7 +306,7 @@ def _draw(weights: torch.Tensor, generator=None) -> torch.Tensor:
     "One index per row, with probability proportional to `weights` (≥ 0), by inverting the cumulative sum at a uniform point."
     cdf = weights.cumsum(-1)
     total = cdf[..., -1:]
-    _check_finite(total)  # NaN logits make NaN weights, whose draw would land one past the end
+    check_finite_logits(total)  # NaN logits make NaN weights, whose draw would land one past the end
     u = torch.rand(total.shape, generator=generator, device=weights.device, dtype=cdf.dtype)
     # stay strictly below the total even after rounding, so a zero-weight token can never be drawn
     point = torch.minimum(u * total, total.nextafter(torch.zeros_like(total)))
@@ -316,14 +317,14 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     """Pick the next token from logits (..., vocab): greedy at temperature 0, else sample from
     `softmax(top_p_filter(top_k_filter(logits / temperature, top_k), top_p))`. Returns the (...) token ids.
     Logits with NaN in them raise `NonFiniteLogitsError` (a NaN has no likeliest token, and no probability)."""
-    _check_sampling(temperature, top_k, top_p)
+    check_sampling_args(temperature, top_k, top_p)
     return _sample(logits, temperature, top_k, top_p, generator)
 
 def _sample(logits, temperature, top_k, top_p, generator):
     # sample_next after its argument checks: generate checks them once per call, then calls this once per token.
     if temperature == 0:
         best, ids = logits.max(-1)  # the argmax, and the value that says whether the row was finite
-        _check_finite(best)
+        check_finite_logits(best)
         return ids
     logits = logits.float() / temperature
     V = logits.size(-1)
@@ -345,7 +346,8 @@ def _sample(logits, temperature, top_k, top_p, generator):
     return ids.gather(-1, _draw(probs, generator)[..., None])[..., 0]
 
 # %% ../nbs/03_model.ipynb 41
-def _as_prompt_ids(idx, vocab_size: int | None = None) -> torch.Tensor:
+def as_prompt_ids(idx, vocab_size: int | None = None) -> torch.Tensor:
+    "One prompt (a list, array or tensor of ids; a batch of one is unwrapped) as a 1-D long tensor, checked: a ValueError naming what is wrong."
     try: ids = torch.as_tensor(idx, dtype=torch.long)
     except (TypeError, ValueError, OverflowError, RuntimeError) as e:
         raise ValueError(f"The prompt must be a sequence of token ids (integers): {e}") from None
@@ -367,9 +369,9 @@ def _check_seed(seed) -> int | None:
         raise ValueError(f"seed must be an integer from 0 to 2**64 - 1 (or None for a fresh sample), got {_shown(seed)}")
     return None if seed is None else int(seed)
 
-def _check_generate(max_new_tokens, temperature, top_k, top_p, seed):
+def check_generate_args(max_new_tokens, temperature, top_k, top_p, seed):
     "Every argument of `generate` that does not need the model, checked: a ValueError naming the first bad one."
-    _check_sampling(temperature, top_k, top_p)
+    check_sampling_args(temperature, top_k, top_p)
     if not _whole(max_new_tokens, 0): raise ValueError(f"max_new_tokens must be a whole number ≥ 0, got {_shown(max_new_tokens)}")
     _check_seed(seed)
 
@@ -383,10 +385,10 @@ def generate(model: GPT, idx, max_new_tokens: int, temperature: float = 1.0, top
     forward on exactly the same windows, for testing. `vocab_limit` (e.g. the tokenizer's `n_vocab`) keeps every new
     id below it: a vocabulary padded beyond the tokenizer's, as nanoGPT's 50,304, has rows that no text decodes to.
     Every argument is checked here, before the first token; NaN logits raise `NonFiniteLogitsError` as they appear."""
-    _check_generate(max_new_tokens, temperature, top_k, top_p, seed)
+    check_generate_args(max_new_tokens, temperature, top_k, top_p, seed)
     if vocab_limit is not None and not _whole(vocab_limit, 1):
         raise ValueError(f"vocab_limit must be a whole number ≥ 1 (or None), got {vocab_limit}")
-    prompt = _as_prompt_ids(idx, model.config.vocab_size)
+    prompt = as_prompt_ids(idx, model.config.vocab_size)
     limit = None if vocab_limit is None or vocab_limit >= model.config.vocab_size else int(vocab_limit)
     return _generate(model, prompt, int(max_new_tokens), temperature, top_k, top_p, _check_seed(seed), use_cache, limit)
 
@@ -458,7 +460,7 @@ def attention_maps(model: GPT, prompt) -> torch.Tensor:
     if isinstance(prompt, str):
         from gpt_mini.data import encode
         prompt = encode(prompt)
-    ids = _as_prompt_ids(prompt, model.config.vocab_size)[-model.config.block_size:].to(model.device)
+    ids = as_prompt_ids(prompt, model.config.vocab_size)[-model.config.block_size:].to(model.device)
     was_training = model.training
     model.eval()
     try:

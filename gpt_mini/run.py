@@ -27,9 +27,9 @@ from .schedule import notebook_figure  # chapter 04: a Figure that shows in any 
 __all__ = ['RUN_MARKER', 'STATE_PARTS', 'GIT_URL', 'pick_device', 'CheckpointError', 'atomic_write', 'atomic_write_text',
            'remove_stale_temps', 'run_folder_kind', 'refuse_foreign_folder', 'mark_run_folder', 'check_no_links',
            'open_log', 'run_lock', 'unwrap', 'save_model', 'read_config', 'read_weights', 'check_weights', 'load_model',
-           'read_state', 'format_log_line', 'perplexity', 'keep_metrics_until', 'read_metrics', 'history_from_metrics',
-           'tensorboard_hook', 'wandb_hook', 'check_metrics_packages', 'metrics_hooks_for', 'smooth', 'loss_figure',
-           'display_attached', 'LivePlot', 'library_versions']
+           'state_path', 'read_state', 'format_log_line', 'perplexity', 'keep_metrics_until', 'read_metrics',
+           'history_from_metrics', 'tensorboard_hook', 'wandb_hook', 'check_metrics_packages', 'metrics_hooks_for',
+           'smooth', 'loss_figure', 'display_attached', 'LivePlot', 'library_versions']
 
 # %% ../nbs/05_run.ipynb 6
 def pick_device(device: str | torch.device = "auto") -> torch.device:
@@ -302,10 +302,15 @@ def load_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -
 # %% ../nbs/05_run.ipynb 27
 STATE_PARTS = ("step", "model", "optimizer", "scaler", "rng", "batches", "model_config", "history")
 
-def read_state(run_dir: str | os.PathLike, device: str | torch.device = "cpu", model_config: GPTConfig | None = None) -> dict:
-    "A run's state.pt, checked: readable, holding every part a resume needs, and (given `model_config`) of that model."
+def state_path(run_dir: str | os.PathLike) -> Path:
+    "`run_dir`'s state.pt, or a one-line CheckpointError when it has none (checked before a resume touches anything)."
     path = Path(run_dir)/"state.pt"
     if not path.is_file(): raise CheckpointError(f"Nothing to resume in {run_dir}: it has no state.pt. Start without --resume.")
+    return path
+
+def read_state(run_dir: str | os.PathLike, device: str | torch.device = "cpu", model_config: GPTConfig | None = None) -> dict:
+    "A run's state.pt, checked: readable, holding every part a resume needs, and (given `model_config`) of that model."
+    path = state_path(run_dir)
     try: state = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
         raise CheckpointError(f"{path} could not be read ({type(e).__name__}): it is corrupted or truncated.") from None

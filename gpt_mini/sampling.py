@@ -18,8 +18,8 @@ import torch.nn as nn
 from .data import decode, encode, get_tokenizer
 from .schedule import notebook_figure  # chapter 04: a Figure that shows in any notebook
 from .model import GPT, NonFiniteLogitsError, stream_text, top_k_filter, top_p_filter
-from .model import _check_sampling  # the knobs' rules and messages, exactly as sample_next applies them
-from .model import _as_prompt_ids, _check_finite, _check_generate  # ... and generate's
+from .model import (as_prompt_ids, check_finite_logits, check_generate_args,  # the rules and messages of the
+                            check_sampling_args)  # knobs and the prompt, exactly as sample_next and generate apply them
 from .config import CLIParser, one_line  # every subcommand's parser (chapter 06)
 
 # %% auto 0
@@ -31,7 +31,7 @@ __all__ = ['MODEL_COLOR', 'KNOB_COLOR', 'SAMPLE_EXIT_STATUS', 'filtered_probs', 
 # %% ../nbs/09_sampling.ipynb 8
 def _filtered_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
     # The steps of gpt_mini.model.sample_next before its draw, with the same filters in the same order.
-    _check_sampling(temperature, top_k, top_p)
+    check_sampling_args(temperature, top_k, top_p)
     logits = torch.as_tensor(logits).float()
     if temperature == 0:  # greedy: only the top token survives
         return torch.full_like(logits, float("-inf")).scatter(-1, logits.argmax(-1, keepdim=True), 0.0)
@@ -112,7 +112,7 @@ def next_token_logits(model, prompt) -> torch.Tensor:
     if isinstance(prompt, str):
         prompt = encode(prompt)
         if not prompt: raise ValueError("The prompt is empty: type at least one character")
-    ids = _as_prompt_ids(prompt, model.config.vocab_size).flatten()  # ids the model has no embedding for: a ValueError
+    ids = as_prompt_ids(prompt, model.config.vocab_size).flatten()  # ids the model has no embedding for: a ValueError
     ids = ids[-model.config.block_size:]  # the model sees at most block_size tokens, as in generate
     was_training = model.training
     model.eval()
@@ -120,7 +120,7 @@ def next_token_logits(model, prompt) -> torch.Tensor:
         with torch.inference_mode(): logits = model(ids[None].to(model.device))[0, -1]
     finally: model.train(was_training)
     logits = logits[:get_tokenizer().n_vocab].float().cpu()
-    _check_finite(logits.max().view(1))  # NaN weights: say so, rather than chart NaN probabilities
+    check_finite_logits(logits.max().view(1))  # NaN weights: say so, rather than chart NaN probabilities
     return logits
 
 class Candidate(NamedTuple):
@@ -328,7 +328,7 @@ def sample_cli(argv: list[str] | None = None) -> int:
 
     from gpt_mini.run import CheckpointError, load_model, pick_device  # here: `--help` needs none of it
     try:  # everything the command line alone decides, before a single weight is read
-        _check_generate(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed)
+        check_generate_args(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed)
         if not encode(args.prompt): raise ValueError("The prompt is empty: type at least one character")
         device = pick_device(args.device)
     except ValueError as e: parser.error(str(e))

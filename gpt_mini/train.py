@@ -31,7 +31,7 @@ from .step import (dist_env, init_distributed, initial_model, keep_freed_memory,
                            pick_precision, rng_state, seed_everything, set_lr, set_rng_state, train_step)  # chapter 07
 from .run import (CheckpointError, atomic_write, atomic_write_text, check_no_links, library_versions, load_model,
                           mark_run_folder, open_log, pick_device, read_state, refuse_foreign_folder, remove_stale_temps,
-                          run_lock, save_model)
+                          run_lock, save_model, state_path)
 from .run import (LivePlot, check_metrics_packages, display_attached, format_log_line, history_from_metrics,
                           keep_metrics_until, loss_figure, metrics_hooks_for, perplexity)  # what a run shows (chapter 05)
 
@@ -233,8 +233,7 @@ def _catch_stop_signals(self: RunState):
 @patch
 def _check_out_folder(self: RunState):
     has_run = any((self.out/n).exists() for n in ("state.pt", "model.pt", "model.safetensors"))
-    if self.cfg.resume and not (self.out/"state.pt").is_file():
-        raise CheckpointError(f"Nothing to resume in {self.out}: it has no state.pt. Start without --resume.")
+    if self.cfg.resume: state_path(self.out)  # the one-line error, before anything is written
     if has_run and not (self.cfg.resume or self.cfg.overwrite):
         raise CheckpointError(f"{self.out} already holds a run. Pass --resume to continue it, --overwrite to start "
                               f"over in it, or choose another --out.")
