@@ -65,9 +65,20 @@ def cpu_flags() -> str:
     keep = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"]
     return " ".join(f for f in keep if f in flags) or "no AVX2"
 
+def last_level_cache_bytes() -> int | None:
+    "The largest CPU cache of cpu0 (the L3 on most machines), from sysfs; None where the kernel does not say."
+    sizes = []
+    for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        try:
+            text = f.read_text().strip(); unit = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
+            sizes.append(int(text.rstrip("KMG")) * unit)
+        except (OSError, ValueError): pass
+    return max(sizes) if sizes else None
+
 def machine_info() -> dict:
     info = dict(cpu=cpu_model(), cores=os.cpu_count(), cpu_flags=cpu_flags(), torch_threads=torch.get_num_threads(),
-                python=platform.python_version(), torch=torch.__version__, platform=platform.platform(terse=True))
+                python=platform.python_version(), torch=torch.__version__, platform=platform.platform(terse=True),
+                last_level_cache_mb=round((last_level_cache_bytes() or 0) / 2**20) or None)
     try:
         import transformers; info["transformers"] = transformers.__version__
     except ImportError: info["transformers"] = "not installed"
@@ -83,7 +94,8 @@ def machine_info() -> dict:
 
 def machine_line(info: dict | None = None) -> str:
     i = info or machine_info()
-    s = (f"{i['cpu']} ({i['cpu_flags']}), {i['cores']} cores, torch {i['torch']} ({i['torch_threads']} threads), "
+    cache = f", last-level cache {i['last_level_cache_mb']} MiB" if i.get("last_level_cache_mb") else ""
+    s = (f"{i['cpu']} ({i['cpu_flags']}){cache}, {i['cores']} cores, torch {i['torch']} ({i['torch_threads']} threads), "
          f"transformers {i['transformers']}, Python {i['python']}")
     if "gpu" in i: s += f", GPU {i['gpu']} (CUDA {i['cuda']})"
     if "load_avg_1m" in i: s += f"; load average at start {i['load_avg_1m']}"

@@ -138,6 +138,18 @@ def llama_sampler(gguf_and_dir, prompt, n_new, threads):
     gguf, llama_dir = gguf_and_dir
     return lambda: n_new / llama_bench_seconds(gguf, llama_dir, threads, len(prompt), n_new)
 
+def cache_caveat(bytes_per: dict, bw_bytes: int) -> list[str]:
+    """A note when "% of ceiling" is no bound on this machine: weights that fit (in part) in the last-level cache stay
+    there between tokens, so a path can read them faster than a sum over DRAM does, and pass "100%"."""
+    llc = B.last_level_cache_bytes()
+    if not llc: return ["last-level cache size unknown: if it is large, \"% of ceiling\" may pass 100 (not a bound)"]
+    cached = [n for n, b in bytes_per.items() if b < 4 * llc]
+    if not cached and bw_bytes >= 4 * llc: return []
+    return [f"caveat: this CPU's last-level cache is {llc >> 20} MiB, within 4× of the weight bytes per token of "
+            f"{', '.join(cached) or 'no case'}; part of those weights stays cached between tokens, so \"% of ceiling\" "
+            f"(DRAM bandwidth / bytes per token) is no bound for them and can pass 100%: compare their tokens/s with "
+            f"each other (and with llama.cpp), not with the ceiling"]
+
 def decode_rows(models: dict, prompt, n_new, top_k, rounds, clock, bandwidth: int | None, bytes_per: dict, threads: int = 2):
     "Interleaved decoding speed of every (name → (kind, model)) with, optionally, the read bandwidth in the same rounds."
     cases = {n: llama_sampler(m, prompt, n_new, threads) if kind == "llama" else
@@ -232,7 +244,8 @@ def main(argv=None) -> dict:
                   [f"read bandwidth measured in the same rounds: {bw:.1f} GB/s (median, {args.threads} threads summing "
                    f"a {bw_bytes >> 20} MB fp32 tensor); ceiling = bandwidth / weight bytes read per token (the KV cache and activations "
                    f"are not counted, so the true ceiling is a little lower)",
-                   "tokens/s = new tokens / time of the whole call (prompt included)", llama_note])
+                   "tokens/s = new tokens / time of the whole call (prompt included)", llama_note,
+                   *cache_caveat(bytes_per, bw_bytes)])
 
     # ---- the same, load-robust: 1 thread, CPU time
     if not args.no_cpu_time:

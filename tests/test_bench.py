@@ -31,6 +31,8 @@ def test_cpu_sample_quick(bench, capsys):
     assert "gpt_mini fp32 packed (oneDNN)" in names or not torch.backends.mkldnn.is_available()
     assert all(r["tokens/s (median)"] > 0 for r in out["decode"])
     assert out["read_bandwidth_gbs"] > 0
+    # the tiny model's weights fit in any last-level cache: the table must say that "% of ceiling" is no bound then
+    assert "is no bound" in printed or bench("benchlib").last_level_cache_bytes() is None
     if "gpt_mini int8" in names:  # the library's int8 path: its quality figure is there too
         q = out["quality"][0]
         assert 0 <= q["top1_agreement"] <= 1 and q["tokens"] > 0
