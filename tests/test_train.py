@@ -625,6 +625,31 @@ def test_init_from_a_run_and_from_a_transformers_folder(tmp_path):
     assert meta["init"] == str(base.run_dir) and meta["model_preset"] is None
 
 
+def test_init_gpt2_loads_openai_weights_through_the_hub_cache(tmp_path):
+    # No network in tests: a small GPT-2 stands in for OpenAI's, laid out in a Hub cache exactly as a download leaves
+    # it (models--gpt2/snapshots/<commit>, refs/main). `--init gpt2` must find it by name, offline, and train from it.
+    transformers = pytest.importorskip("transformers")
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = tmp_path/"hub"/"models--gpt2"/"snapshots"/commit
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=3, n_head=2, n_embd=32, n_positions=128))
+    hf.save_pretrained(snapshot)
+    (tmp_path/"hub"/"models--gpt2"/"refs").mkdir(); (tmp_path/"hub"/"models--gpt2"/"refs"/"main").write_text(commit)
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path/"hub"), "HF_HUB_OFFLINE": "1"}
+    out = tmp_path/"fine"
+    argv = ["--preset", "tiny", "--init", "gpt2", "--steps", "1", "--warmup", "1", "--lr", "1e-9", "--min-lr", "0",
+            "--batch-size", "2", "--seq-len", "16", "--eval-every", "0", "--sample-tokens", "0", "--device", "cpu",
+            "--out", str(out), "--no-progress"]
+    done = subprocess.run([sys.executable, "-m", "gpt_mini.cli", "train", *argv], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    model = load_model(out)
+    assert (model.config.n_layer, model.config.n_embd, model.config.block_size) == (3, 32, 128)  # from the weights, not tiny
+    ours = model.to_hf().state_dict()
+    theirs = {k: v for k, v in hf.state_dict().items() if k in ours}
+    assert len(theirs) == len(ours)
+    assert max((ours[k] - v).abs().max().item() for k, v in theirs.items()) < 1e-6  # one step of lr 1e-9: intact
+    assert json.loads((out/"meta.json").read_text())["init"] == "gpt2"
+
+
 def test_init_errors_are_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     for init, fragment in [("gpt3", "neither one of gpt2"), ("gpt2", "gpt2")]:
