@@ -43,8 +43,8 @@ def weight_bytes_per_token(model) -> int:
     A quantized Linear counts its int8 weights plus a scale and a zero point per output channel."""
     seen, total = set(), 0
     for mod in model.modules():
-        if getattr(mod, "_packed_params", None) is not None and callable(getattr(mod, "weight", None)):
-            w, b = mod.weight(), mod.bias()       # torch.ao dynamic quantized Linear: int8 weight, fp32 bias
+        if callable(getattr(mod, "weight", None)):  # an int8 Linear (gpt_mini's Int8Linear, torch.ao's dynamic one)
+            w, b = mod.weight(), mod.bias()       # hands out its int8 weight and fp32 bias through methods
             total += w.numel() * w.element_size() + w.size(0) * 8 + (b.numel() * b.element_size() if b is not None else 0)
             continue
         for p in mod.parameters(recurse=False):

@@ -69,10 +69,10 @@ class KVCache:
         if self.k is None or self.k.shape[:2] != k.shape[:2] or self.k.dtype != k.dtype or self.k.device != k.device:
             B, H, _, D = k.shape
             self.k = k.new_empty(B, H, self.max_len, D); self.v = v.new_empty(B, H, self.max_len, D)
-        self.k[:, :, self.len:end] = k  # in place: no tensor grows per token
-        self.v[:, :, self.len:end] = v
+        self.k.narrow(2, self.len, T).copy_(k)  # in place: no tensor grows per token (narrow: one view op, where
+        self.v.narrow(2, self.len, T).copy_(v)  # `k[:, :, a:b]` costs several, 24 times a token)
         self.len = end
-        return self.k[:, :, :end], self.v[:, :, :end]
+        return self.k.narrow(2, 0, end), self.v.narrow(2, 0, end)
 
     def reset(self): self.len = 0
 
@@ -106,5 +106,7 @@ class CausalSelfAttention(nn.Module):
         else:  # several new queries after a cached prefix: causal, offset by the prefix
             allowed = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
-        y = self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
+        y = self.c_proj(y.transpose(1, 2).reshape(B, T, C))
+        # Dropout only where it does something: an idle Dropout still costs a module call per layer and token
+        if self.training and self.dropout: y = self.resid_dropout(y)
         return (y, weights) if need_weights else y

@@ -36,7 +36,8 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        y = self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+        return self.dropout(y) if self.training and self.dropout.p else y  # idle: skip the call (chapter 01)
 
 # %% ../nbs/02_block.ipynb 16
 class Block(nn.Module):

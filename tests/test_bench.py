@@ -34,6 +34,8 @@ def test_cpu_sample_quick(bench, capsys):
     # the tiny model's weights fit in any last-level cache: the table must say that "% of ceiling" is no bound then
     assert "is no bound" in printed or bench("benchlib").last_level_cache_bytes() is None
     if "gpt_mini int8" in names:  # the library's int8 path: its quality figure is there too
+        by = {r["sampler"]: r["MB read/token"] for r in out["decode"]}
+        assert 0.2 < by["gpt_mini int8"] / by["gpt_mini fp32"] < 0.4  # a byte a weight (+ scales) against four
         q = out["quality"][0]
         assert 0 <= q["top1_agreement"] <= 1 and q["tokens"] > 0
 
@@ -87,6 +89,27 @@ def test_quantize_for_cpu_is_an_int8_copy():
     assert list(generate(q, [1, 2, 3], 6, seed=0)) == list(generate(q, [1, 2, 3], 6, seed=0))
     with pytest.raises(ValueError, match="int8 weights are for CPUs, and this model is on meta"):
         quantize_for_cpu(GPT(GPTConfig.from_preset("tiny")).to("meta"))  # (a GPU model, where there is no GPU)
+
+def test_int8_linear_is_torch_ao_dynamic_quantization_without_its_python():
+    import copy, warnings
+    from torch.ao.quantization import quantize_dynamic, per_channel_dynamic_qconfig
+    from gpt_mini.model import GPT, GPTConfig, generate
+    from gpt_mini.sampling import Int8Linear, quantize_for_cpu
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("tiny")).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ao = quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+    ours = quantize_for_cpu(model)
+    layers = [m for m in ours.modules() if isinstance(m, Int8Linear)]
+    assert len(layers) == 4 * model.config.n_layer + 1  # every block's four projections and the head
+    assert not any(hasattr(m, "_packed_params") for m in ours.modules())  # no torch.ao layer left
+    x = torch.randint(0, model.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode(): assert torch.equal(ao(x), ours(x))  # the same kernel on the same weights: bit for bit
+    assert list(generate(ao, [1, 2, 3], 12, seed=0)) == list(generate(ours, [1, 2, 3], 12, seed=0))
+    w, b = ours.lm_head.weight(), ours.lm_head.bias()
+    assert w.shape == model.lm_head.weight.shape and w.dtype == torch.qint8 and b is None
+    assert (w.dequantize() - model.lm_head.weight).abs().max() < model.lm_head.weight.abs().max() / 100
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
 def test_pack_for_cpu_is_the_same_float32_model():

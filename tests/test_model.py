@@ -387,3 +387,19 @@ def test_attention_maps_and_plot(tiny):
         torch.testing.assert_close(h_weights, tiny.hidden(torch.tensor([encode(prompt)])), atol=1e-5, rtol=0)
 
 
+
+
+def test_dropout_runs_at_every_site_in_training_and_is_skipped_when_idle(monkeypatch):
+    # The residual, MLP and embedding dropouts are skipped when they would do nothing (eval mode, or p = 0: a module
+    # call per layer and token saved); in training with p > 0 each of them must still run.
+    calls = []
+    real = torch.nn.Dropout.forward
+    monkeypatch.setattr(torch.nn.Dropout, "forward", lambda self, x: calls.append(self.p) or real(self, x))
+    x = torch.randint(0, 50257, (2, 8))
+    for p, training, expected in [(0.1, True, 1 + 2 * 2), (0.1, False, 0), (0.0, True, 0)]:
+        calls.clear()
+        GPT(GPTConfig.from_preset("tiny", dropout=p)).train(training)(x)
+        assert len(calls) == expected and all(c == p for c in calls), (p, training, calls)
+    torch.manual_seed(0); model = GPT(GPTConfig.from_preset("tiny", dropout=0.5)).train()
+    assert not torch.equal(model(x), model(x))  # random masks in training...
+    model.eval(); assert torch.equal(model(x), model(x))  # ...none in eval
