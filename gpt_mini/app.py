@@ -23,7 +23,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry: set 
 
 from .data import encode
 from .model import GPT, GPTConfig, NonFiniteLogitsError, count_params, stream_text
-from .sampling import pack_for_cpu, quantize_for_cpu  # chapter 09's CPU paths
+from .sampling import Int8Linear, pack_for_cpu, quantize_for_cpu  # chapter 09's CPU paths
 from .config import CLIParser, one_line  # the command lines' shared rules (chapter 06)
 from .sampling import run_folder_problem
 
@@ -80,7 +80,7 @@ def _weights_kind(model: GPT) -> str:
     "How the model's Linear layers compute: plain float32 (or the dtype), float32 on oneDNN, or int8."
     kinds = {type(m).__module__ + "." + type(m).__name__ for m in model.modules()}
     if any(k.endswith("MkldnnLinear") for k in kinds): return "float32 on oneDNN"
-    if any(".quantized." in k for k in kinds): return "int8 weights"
+    if any(isinstance(m, Int8Linear) for m in model.modules()) or any(".quantized." in k for k in kinds): return "int8 weights"
     return str(model.transformer.wte.weight.dtype).replace("torch.", "")
 
 def model_facts(model: GPT, origin: str = "") -> str:
