@@ -23,7 +23,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry: set 
 
 from .data import encode
 from .model import GPT, GPTConfig, NonFiniteLogitsError, count_params, stream_text
-from .sampling import Int8Linear, pack_for_cpu, quantize_for_cpu  # chapter 09's CPU paths
+from .sampling import PRECISIONS, Int8Linear, cpu_sampling_copy, quantize_for_cpu  # chapter 09's CPU paths
 from .config import CLIParser, one_line  # the command lines' shared rules (chapter 06)
 from .sampling import run_folder_problem
 
@@ -55,26 +55,30 @@ def _run_summary(run_dir: Path) -> str:
     if isinstance(val, (int, float)): parts.append(f"val loss {val:.2f}")
     return f" ({', '.join(parts)})" if parts else ""
 
-def load_sampler_model(source: str | os.PathLike | GPT, device: str | None = None, int8: bool = False) -> tuple[GPT, str]:
-    """The model to serve, in eval mode, and a few words on where it came from: a run folder or a `GPT` in memory.
+def load_sampler_model(source: str | os.PathLike | GPT, device: str | None = None,
+                       precision: str = "auto") -> tuple[GPT, str, str]:
+    """The model to serve, in eval mode, a few words on where it came from (a run folder or a `GPT` in memory), and a
+    phrase on which path serves it and why ("" when the model is served as it is).
 
-    A run folder served on a CPU runs on chapter 03's CPU path: the same float32 model on oneDNN-packed weights, or
-    int8 weights with `int8` (faster still, top-1 next token ~99% the same). A `GPT` in memory is served as it is,
-    unless `int8` asks for its int8 copy."""
+    On a CPU, `precision` goes to chapter 09's `cpu_sampling_copy`: "auto" (int8 where it keeps the model's
+    distributions, else the faster float32 path here), "fp32" (as trained) or "int8". A `GPT` in memory is served as it
+    is unless `precision` names a path."""
+    if precision not in PRECISIONS: raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if isinstance(source, GPT):
         model, origin = source, "a model in memory"
         if device is not None: model = model.to(device)
+        if precision == "auto": return model.eval(), origin, ""
     else:
         from gpt_mini.run import load_model, pick_device  # the run folder (chapter 05): no training code
         run_dir = Path(source).expanduser()
         model = load_model(run_dir, pick_device(device or "auto"))
         origin = f"`{run_dir}`{_run_summary(run_dir)}"
-        if model.device.type == "cpu" and not int8:
-            try: model = pack_for_cpu(model)
-            except RuntimeError: pass  # a torch build without oneDNN: the plain float32 model is the same model
-    if int8: model = quantize_for_cpu(model)  # a ValueError on a GPU, which says what to do
+    if model.device.type != "cpu":
+        if precision == "int8": quantize_for_cpu(model)  # the ValueError that says what to do on a GPU
+        return model.eval(), origin, ""
     # Once, here: generation reads the mode but never flips it back and forth under concurrent requests.
-    return model.eval(), origin
+    model, why = cpu_sampling_copy(model.eval(), precision)
+    return model.eval(), origin, why
 
 def _weights_kind(model: GPT) -> str:
     "How the model's Linear layers compute: plain float32 (or the dtype), float32 on oneDNN, or int8."
@@ -209,15 +213,15 @@ DEFAULT_PROMPT = "ROMEO:"
 
 def build_demo(source: str | os.PathLike | GPT, device: str | None = None, title: str = "gpt_mini sampler",
                description: str | None = None, default_prompt: str = DEFAULT_PROMPT, concurrency: int = 4,
-               origin: str | None = None, int8: bool = False) -> gr.Blocks:
+               origin: str | None = None, precision: str = "auto") -> gr.Blocks:
     """A Gradio app that samples from a run folder (or a `GPT` in memory) and streams the text as it comes.
 
     The API endpoint is `/generate` with (prompt, max_new_tokens, temperature, top_k, top_p, seed); `concurrency`
-    requests are served at once, the others wait in the queue. On a CPU a run folder is served on packed float32
-    weights, or int8 weights with `int8` (see `load_sampler_model`)."""
+    requests are served at once, the others wait in the queue. On a CPU `precision` picks the path (see
+    `load_sampler_model`); the facts line says which one serves, and why."""
     import_gradio()
-    model, where = load_sampler_model(source, device, int8)
-    origin = where if origin is None else origin
+    model, where, why = load_sampler_model(source, device, precision)
+    origin = (where if origin is None else origin) + (f" · {why}" if why else "")
     facts0 = model_facts(model, origin)
     description = description if description is not None else (
         "A GPT trained from scratch with [gpt_mini](https://github.com/gpt-mini/gpt_mini). Type the start of a text; "
@@ -368,8 +372,10 @@ def app_cli(argv: list[str] | None = None) -> int:
     ap.add_argument("--share", action="store_true", help="also make a temporary public link through gradio.live")
     ap.add_argument("--device", default=None, help="cuda, mps or cpu (default: the fastest available)")
     ap.add_argument("--concurrency", type=int, default=4, help="requests served at once (default 4)")
-    ap.add_argument("--int8", action="store_true",
-                    help="on a CPU, serve int8 weights: several times faster, the next token ~99%% the same as float32")
+    ap.add_argument("--precision", choices=PRECISIONS, default="auto",
+                    help="on a CPU: auto (int8 where it keeps the model's next-token distributions within 0.01 nats, "
+                         "else the faster float32 path here; the default), fp32 (as trained) or int8")
+    ap.add_argument("--int8", action="store_const", dest="precision", const="int8", help="the same as --precision int8")
     args = ap.parse_args(argv)
     if args.concurrency < 1: ap.error(f"--concurrency must be at least 1, got {args.concurrency}")
     from gpt_mini.run import pick_device
@@ -383,7 +389,7 @@ def app_cli(argv: list[str] | None = None) -> int:
         code, message = problem
         if code == 2: ap.error(message)
         print(f"gpt-mini app: {message}", file=sys.stderr); return code
-    try: demo = build_demo(args.ckpt, device=args.device, concurrency=args.concurrency, int8=args.int8)
+    try: demo = build_demo(args.ckpt, device=args.device, concurrency=args.concurrency, precision=args.precision)
     except ImportError as e: print(f"gpt-mini app: {one_line(e)}", file=sys.stderr); return 1
     except Exception as e:
         if isinstance(e, ValueError): ap.error(str(e))  # e.g. --int8 with a GPU

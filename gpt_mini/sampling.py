@@ -17,16 +17,17 @@ import torch.nn as nn
 
 from .data import decode, encode, get_tokenizer
 from .schedule import notebook_figure  # chapter 04: a Figure that shows in any notebook
-from .model import GPT, NonFiniteLogitsError, stream_text, top_k_filter, top_p_filter
+from .model import GPT, NonFiniteLogitsError, generate, stream_text, top_k_filter, top_p_filter
 from .model import (as_prompt_ids, check_finite_logits, check_generate_args,  # the rules and messages of the
                             check_sampling_args)  # knobs and the prompt, exactly as sample_next and generate apply them
 from .config import CLIParser, one_line  # every subcommand's parser (chapter 06)
 
 # %% auto 0
-__all__ = ['MODEL_COLOR', 'KNOB_COLOR', 'SAMPLE_EXIT_STATUS', 'filtered_probs', 'keep_stats', 'knob_label', 'plot_knobs',
-           'next_token_logits', 'Candidate', 'next_token_table', 'format_candidates', 'plot_cutoffs',
-           'effective_choices', 'plot_temperature', 'plot_candidates', 'plot_next_token', 'explore_sample',
-           'Int8Linear', 'quantize_for_cpu', 'pack_for_cpu', 'run_folder_problem', 'sample_cli']
+__all__ = ['MODEL_COLOR', 'KNOB_COLOR', 'INT8_MAX_KL', 'PRECISIONS', 'SAMPLE_EXIT_STATUS', 'filtered_probs', 'keep_stats',
+           'knob_label', 'plot_knobs', 'next_token_logits', 'Candidate', 'next_token_table', 'format_candidates',
+           'plot_cutoffs', 'effective_choices', 'plot_temperature', 'plot_candidates', 'plot_next_token',
+           'explore_sample', 'Int8Linear', 'quantize_for_cpu', 'pack_for_cpu', 'int8_quality', 'cpu_sampling_copy',
+           'run_folder_problem', 'sample_cli']
 
 # %% ../nbs/09_sampling.ipynb 8
 def _filtered_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
@@ -285,6 +286,49 @@ def pack_for_cpu(model: GPT) -> GPT:
         return to_mkldnn(copy.deepcopy(model).cpu().float().eval())
 
 # %% ../nbs/09_sampling.ipynb 59
+INT8_MAX_KL = 0.01  # nats: int8 is served only where its next-token distributions stay this close to float32's
+PRECISIONS = ("auto", "fp32", "int8")
+
+def int8_quality(model: GPT, int8_model: GPT, n_tokens: int = 64, seed: int = 0) -> tuple[float, float]:
+    """(mean KL divergence in nats of `int8_model`'s next-token distribution from `model`'s, top-1 agreement) at every
+    position of `n_tokens` that `model` writes itself from a newline (top-k 50, `seed`): figures that need no corpus."""
+    start = [min(198, model.config.vocab_size - 1)]  # "\n" in GPT-2's vocabulary
+    n = max(1, min(n_tokens, model.config.block_size - 1))
+    ids = torch.tensor(start + list(generate(model, start, n, top_k=50, seed=seed)))[None]
+    with torch.inference_mode(): a, b = model.eval()(ids).float().log_softmax(-1), int8_model(ids).float().log_softmax(-1)
+    kl = (a.exp() * (a - b)).sum(-1).mean().item()
+    return max(kl, 0.0), (a.argmax(-1) == b.argmax(-1)).float().mean().item()
+
+# %% ../nbs/09_sampling.ipynb 61
+def _ms_per_token(models: list, n: int = 8, rounds: int = 2) -> list[float]:
+    "Milliseconds per greedy token of each model, the fastest of `rounds` interleaved rounds (after a warm-up)."
+    import time
+    best = [math.inf] * len(models)
+    for r in range(rounds + 1):
+        for i, m in enumerate(models):
+            t0 = time.perf_counter(); list(generate(m, [0], n if r else 2, temperature=0))
+            if r: best[i] = min(best[i], (time.perf_counter() - t0) * 1e3 / n)
+    return best
+
+def cpu_sampling_copy(model: GPT, precision: str = "auto") -> tuple[GPT, str]:
+    """The model to sample from on a CPU, and a phrase saying which it is and why. `fp32`: `model` itself. `int8`: its
+    int8 copy. `auto`: the int8 copy when its KL divergence from float32 (`int8_quality`) is at most `INT8_MAX_KL`,
+    else the faster of the plain and the oneDNN-packed float32 models, timed here on a few tokens."""
+    if precision not in PRECISIONS: raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp32": return model, "float32 as trained (asked for)"
+    if precision == "int8": return quantize_for_cpu(model), "int8 (asked for)"
+    try: int8 = quantize_for_cpu(model)
+    except (RuntimeError, ValueError): int8 = None  # a build without int8 kernels, or a model that is not on the CPU
+    kl, agree = int8_quality(model, int8) if int8 is not None else (math.inf, 0.0)
+    if kl <= INT8_MAX_KL: return int8, f"int8, {kl:.1e} nats from float32 (top-1 the same {agree:.1%})"
+    why = f"int8 was {kl:.3f} nats from float32, over {INT8_MAX_KL}" if int8 is not None else "no int8 kernels here"
+    try: packed = pack_for_cpu(model)
+    except RuntimeError: return model, f"float32 ({why}; no oneDNN)"
+    plain_ms, packed_ms = _ms_per_token([model, packed])
+    if packed_ms < plain_ms: return packed, f"float32 on oneDNN, {plain_ms / packed_ms:.2f}× the plain kernels here ({why})"
+    return model, f"float32, plain kernels {packed_ms / plain_ms:.2f}× oneDNN's here ({why})"
+
+# %% ../nbs/09_sampling.ipynb 65
 def _finite_float(s: str) -> float:
     "argparse type: a finite float (`float` itself takes 'nan' and 'inf', which would pass every `x < lo` check)."
     try: x = float(s)
@@ -379,6 +423,6 @@ def sample_cli(argv: list[str] | None = None) -> int:
         return 0
     return 0
 
-# %% ../nbs/09_sampling.ipynb 60
+# %% ../nbs/09_sampling.ipynb 66
 if __name__ == "__main__" and "__file__" in globals():  # `python -m gpt_mini.sampling`; never when a notebook runs this cell
     sys.exit(sample_cli())

@@ -211,27 +211,44 @@ def test_exported_space_starts_and_answers(subprocess_servers, run_dir):
 
 
 def test_a_run_folder_on_a_cpu_is_served_on_the_fast_cpu_path(run_dir):
-    import torch
     from gpt_mini.app import load_sampler_model, model_facts
     from gpt_mini.model import generate
     from gpt_mini.run import load_model
     plain = load_model(run_dir)
-    packed, _ = load_sampler_model(run_dir, device="cpu")
-    assert "float32 on oneDNN" in model_facts(packed) or not torch.backends.mkldnn.is_available()
-    assert list(generate(packed, [1, 2, 3], 40, temperature=0)) == list(generate(plain, [1, 2, 3], 40, temperature=0))
-    int8, _ = load_sampler_model(run_dir, device="cpu", int8=True)
+    exact, _, why = load_sampler_model(run_dir, device="cpu", precision="fp32")
+    assert "float32" in model_facts(exact) and why == "float32 as trained (asked for)"
+    assert list(generate(exact, [1, 2, 3], 40, temperature=0)) == list(generate(plain, [1, 2, 3], 40, temperature=0))
+    int8, _, why = load_sampler_model(run_dir, device="cpu", precision="int8")
     facts = model_facts(int8)
     assert "int8 weights" in facts and f"{sum(p.numel() for p in plain.parameters()) / 1e6:.1f}M parameters" in facts
-    assert len(list(generate(int8, [1, 2, 3], 5, seed=0))) == 5
+    assert len(list(generate(int8, [1, 2, 3], 5, seed=0))) == 5 and why == "int8 (asked for)"
+    auto, origin, why = load_sampler_model(run_dir, device="cpu")  # a trained run: int8 keeps its distributions
+    assert "int8 weights" in model_facts(auto) and why.startswith("int8, ") and "nats from float32" in why
     memory = GPT(GPTConfig.from_preset("tiny"))
     assert load_sampler_model(memory)[0] is memory  # a model in memory is served as it is
     assert "float32" == model_facts(memory).rsplit(", ", 1)[1].split(" ·")[0]
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, int8"): load_sampler_model(memory, precision="bf16")
+
+
+def test_the_facts_line_says_which_path_serves_and_why(run_dir):
+    pytest.importorskip("gradio")
+    from gpt_mini.app import build_demo
+    demo = build_demo(run_dir, device="cpu")
+    try:
+        facts = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "facts"][0].value
+        assert "int8 weights" in facts and "nats from float32" in facts and run_dir.name in facts
+    finally: demo.close()
+    demo = build_demo(run_dir, device="cpu", precision="fp32", origin="the Space's model")
+    try:
+        facts = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "facts"][0].value
+        assert "the Space's model · float32 as trained (asked for)" in facts
+    finally: demo.close()
 
 
 def test_export_space_with_int8(run_dir, tmp_path):
-    out = export_space(run_dir, tmp_path/"space", int8=True)
-    assert "int8=True" in (out/"app.py").read_text()
-    assert "int8=False" in (export_space(run_dir, tmp_path/"plain")/"app.py").read_text()
+    out = export_space(run_dir, tmp_path/"space", precision="int8")
+    assert "precision='int8'" in (out/"app.py").read_text()
+    assert "precision='auto'" in (export_space(run_dir, tmp_path/"plain")/"app.py").read_text()
 
 
 
