@@ -386,9 +386,11 @@ def sample_cli(argv: list[str] | None = None) -> int:
                         help="0 to 2**64 - 1: same seed, same text (default: none, a fresh sample each time)")
     parser.add_argument("--device", default="auto",
                         help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: %(default)s)")
-    parser.add_argument("--int8", action="store_true",
-                        help="on a CPU, sample from int8 weights: several times faster, the likeliest next token "
-                             "~99%% the same as float32 (see `quantize_for_cpu`)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="on a CPU: fp32 (the model as trained, the same text for a --seed on every machine; the "
+                             "default), int8 (2-3x faster, see `quantize_for_cpu`) or auto (the app's pick: int8 where "
+                             "it keeps the next-token distributions, else the faster float32 path; said on stderr)")
+    parser.add_argument("--int8", action="store_const", dest="precision", const="int8", help="the same as --precision int8")
     args = parser.parse_args(argv)
     def fail(message): parser.exit(1, f"{parser.prog}: error: {one_line(message)}\n")  # the run, not the command line
 
@@ -402,7 +404,10 @@ def sample_cli(argv: list[str] | None = None) -> int:
     try: model = load_model(args.ckpt, device)
     except (CheckpointError, OSError) as e: fail(e)
     try:
-        if args.int8: model = quantize_for_cpu(model)  # a ValueError on a GPU, which says what to do
+        if args.precision == "int8": model = quantize_for_cpu(model)  # a ValueError on a GPU, which says what to do
+        elif args.precision == "auto" and model.device.type == "cpu":
+            model, why = cpu_sampling_copy(model, "auto")
+            print(f"{parser.prog}: serving {why}", file=sys.stderr)
         pieces = stream_text(model, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed)
     except ValueError as e: parser.error(str(e))  # e.g. --int8 on a GPU, or a prompt outside a small vocabulary
     except RuntimeError as e: fail(e)             # e.g. a torch build without int8 kernels

@@ -167,6 +167,18 @@ def test_sample_cli_int8(run_dir, tiny_model, capsys):
     assert out == "ROMEO:" + "".join(stream_text(quantize_for_cpu(tiny_model), "ROMEO:", 15, 0.9, 30, 0.95, 3)) + "\n"
 
 
+def test_sample_cli_precision(run_dir, tiny_model, capsys):
+    from gpt_mini.sampling import cpu_sampling_copy
+    assert sample_cli(["--ckpt", str(run_dir), *ARGS, "--seed", "3", "--precision", "fp32", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out == "ROMEO:" + "".join(stream_text(tiny_model, "ROMEO:", 15, 0.9, 30, 0.95, 3)) + "\n"
+    assert sample_cli(["--ckpt", str(run_dir), *ARGS, "--seed", "3", "--precision", "auto", "--device", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    picked, why = cpu_sampling_copy(tiny_model.eval(), "auto")
+    said = err.strip().removeprefix("gpt-mini sample: serving ")  # which path and why, on stderr: stdout is the text
+    assert said != err.strip() and said.split(",")[0] == why.split(",")[0]  # (a float32 pick's timings vary)
+    assert out == "ROMEO:" + "".join(stream_text(picked, "ROMEO:", 15, 0.9, 30, 0.95, 3)) + "\n"
+
+
 def test_gpt_mini_sample_dispatches_here(run_dir, capsys):
     from gpt_mini.cli import main
     assert main(["sample", "--ckpt", str(run_dir), *ARGS, "--seed", "3"]) == 0
@@ -180,7 +192,7 @@ def test_sample_cli_help_is_complete(capsys):
     assert e.value.code == 0
     help_text = capsys.readouterr().out
     for option in ["--ckpt", "--prompt", "--max-new-tokens", "--temperature", "--top-k", "--top-p", "--seed", "--device",
-                   "--int8"]:
+                   "--int8", "--precision"]:
         assert option in help_text, option
     assert "gpt-mini sample" in help_text and "example" in help_text
 
