@@ -319,7 +319,9 @@ def cpu_sampling_copy(model: GPT, precision: str = "auto") -> tuple[GPT, str]:
     if precision == "int8": return quantize_for_cpu(model), "int8 (asked for)"
     try: int8 = quantize_for_cpu(model)
     except (RuntimeError, ValueError): int8 = None  # a build without int8 kernels, or a model that is not on the CPU
-    kl, agree = int8_quality(model, int8) if int8 is not None else (math.inf, 0.0)
+    try: kl, agree = int8_quality(model, int8) if int8 is not None else (math.inf, 0.0)
+    except NonFiniteLogitsError:  # the float model itself is broken: serve it, and let each request say so
+        return model, "float32 as trained (its logits are not finite: no path would help)"
     if kl <= INT8_MAX_KL: return int8, f"int8, {kl:.1e} nats from float32 (top-1 the same {agree:.1%})"
     why = f"int8 was {kl:.3f} nats from float32, over {INT8_MAX_KL}" if int8 is not None else "no int8 kernels here"
     try: packed = pack_for_cpu(model)

@@ -349,3 +349,13 @@ def test_gpt_mini_sample_exit_statuses_in_a_subprocess(run_dir, tmp_path):
     for argv, code in [(["--ckpt", str(run_dir), "--seed", str(2**64)], 2), (["--ckpt", str(run_dir/"config.json")], 1)]:
         r = subprocess.run([sys.executable, "-m", "gpt_mini.cli", "sample", *argv], capture_output=True, text=True, cwd=ROOT)
         assert r.returncode == code and r.stdout == "" and len(r.stderr.splitlines()) == 1, r.stderr
+
+
+def test_auto_precision_serves_a_model_with_infinite_logits_as_it_is():
+    # finite weights whose logits overflow: the probe cannot measure int8, and the app must still start (each request
+    # then says what is wrong), not fail at start-up with a usage error
+    from gpt_mini.sampling import cpu_sampling_copy
+    model = GPT(GPTConfig.from_preset("tiny")).eval()
+    with torch.no_grad(): model.transformer.ln_f.weight.fill_(1e38); model.lm_head.weight.fill_(1e38)
+    served, why = cpu_sampling_copy(model)
+    assert served is model and "not finite" in why
