@@ -330,7 +330,7 @@ def cpu_sampling_copy(model: GPT, precision: str = "auto") -> tuple[GPT, str]:
     if packed_ms < plain_ms: return packed, f"float32 on oneDNN, {plain_ms / packed_ms:.2f}× the plain kernels here ({why})"
     return model, f"float32, plain kernels {packed_ms / plain_ms:.2f}× oneDNN's here ({why})"
 
-# %% ../nbs/09_sampling.ipynb 65
+# %% ../nbs/09_sampling.ipynb 66
 def _finite_float(s: str) -> float:
     "argparse type: a finite float (`float` itself takes 'nan' and 'inf', which would pass every `x < lo` check)."
     try: x = float(s)
@@ -430,6 +430,6 @@ def sample_cli(argv: list[str] | None = None) -> int:
         return 0
     return 0
 
-# %% ../nbs/09_sampling.ipynb 66
+# %% ../nbs/09_sampling.ipynb 67
 if __name__ == "__main__" and "__file__" in globals():  # `python -m gpt_mini.sampling`; never when a notebook runs this cell
     sys.exit(sample_cli())
