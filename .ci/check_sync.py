@@ -3,7 +3,7 @@
 Copies the project to a temporary folder, runs `nbdev_export` and `nbdev_clean` there (the top-level index.ipynb
 included), and lists every file those commands would change.
 """
-import filecmp, shutil, subprocess, sys, tempfile
+import filecmp, json, shutil, subprocess, sys, tempfile
 from pathlib import Path
 
 root = Path(__file__).resolve().parents[1]
@@ -26,6 +26,13 @@ def main() -> int:
             if not (root/rel).exists() or not filecmp.cmp(f, root/rel, shallow=False): changed.append(str(rel))
         for f in root.glob("gpt_mini/**/*.py"):  # a module whose notebook is gone
             if not (work/f.relative_to(root)).exists(): changed.append(f"{f.relative_to(root)} (no notebook exports it)")
+    # nbformat 4.5 wants a unique id on every cell (Jupyter and Colab warn, and a later nbformat will refuse); a cell
+    # written by a script rather than by Jupyter can lack one, and nbdev_clean does not add it
+    for f in sorted([*root.glob("nbs/*.ipynb"), root/"index.ipynb"]):
+        ids = [c.get("id") for c in json.loads(f.read_text(encoding="utf-8"))["cells"]]
+        if None in ids or len(set(ids)) != len(ids):
+            bad = [i for i, x in enumerate(ids) if x is None or ids.count(x) > 1]
+            changed.append(f"{f.relative_to(root)} (cells {bad} lack a unique id: open and save it in Jupyter)")
     if changed:
         print("Notebooks and library are out of step. Run `nbdev_export && nbdev_clean && nbdev_clean --fname index.ipynb`"
               " and commit:\n  " + "\n  ".join(changed))
