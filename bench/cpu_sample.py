@@ -7,12 +7,13 @@ What it measures, every case interleaved with the others round by round (see ben
 
 - decoding speed: an 8-token prompt, 100 new tokens, top-k 50, temperature 1 (tokens/s over the whole call, prompt
   included), for gpt_mini fp32, transformers fp32 (its KV cache on), gpt_mini fp32 with oneDNN-packed weights
-  (`pack_for_cpu`: the same float32 math, another kernel library), gpt_mini int8 (`quantize_for_cpu`) and
-  transformers after torch's own dynamic int8 quantization (what a transformers user would reach for);
+  (`pack_for_cpu`: the same float32 math, another kernel library), gpt_mini with bf16 weights (`bf16_for_cpu`: its
+  own C kernel, float32 arithmetic), gpt_mini int8 (`quantize_for_cpu`) and transformers after torch's own dynamic
+  int8 quantization (what a transformers user would reach for);
 - the memory-bandwidth ceiling: a batch-1 step must read every weight once, so tokens/s can never beat
   (read bandwidth) / (bytes of weights read per token); the bandwidth is measured in the same rounds;
 - time to first token for a 200-token prompt (prefill plus one sampled token);
-- quality of the int8 path against fp32 on held-out text (the last 10% of tiny Shakespeare): top-1 next-token
+- quality of the bf16 and int8 paths against fp32 on held-out text (the last 10% of tiny Shakespeare): top-1 next-token
   agreement and the difference in cross-entropy, for the random-init 124M model and for a trained run if one exists;
 - llama.cpp, the engine people run small models with on a laptop, when there is a build of it: set
   GPT_MINI_LLAMA_CPP to a llama.cpp source folder with build/bin/llama-bench in it (README.md says how to build one).
@@ -40,9 +41,13 @@ from gpt_mini.model import GPT, GPTConfig, generate  # noqa: E402
 def weight_bytes_per_token(model) -> int:
     """Bytes of parameters a batch-1 decoding step reads: every weight once, except the embedding tables, of which it
     reads one row each, unless the token table is also the (tied, fp32) output head, which reads all of it.
-    A quantized Linear counts its int8 weights plus a scale and a zero point per output channel."""
+    A quantized Linear counts its int8 weights plus a scale and a zero point per output channel; a bf16 Linear its
+    weight and bias buffers."""
     seen, total = set(), 0
     for mod in model.modules():
+        if type(mod).__name__ == "Bf16Linear":  # gpt_mini's bf16 layer keeps its weights as buffers, not parameters
+            total += sum(b.numel() * b.element_size() for b in mod.buffers(recurse=False))
+            continue
         if callable(getattr(mod, "weight", None)):  # an int8 Linear (gpt_mini's Int8Linear, torch.ao's dynamic one)
             w, b = mod.weight(), mod.bias()       # hands out its int8 weight and fp32 bias through methods
             total += w.numel() * w.element_size() + w.size(0) * 8 + (b.numel() * b.element_size() if b is not None else 0)
@@ -61,6 +66,14 @@ def quantized(model):
     import gpt_mini.sampling as M  # chapter 09's CPU paths
     q = getattr(M, "quantize_for_cpu", None)
     return q(model) if q is not None else None
+
+def half(model):
+    "gpt_mini's bf16-weight CPU path, if the library has it and its kernel builds here (None otherwise, and why)."
+    import gpt_mini.sampling as M
+    to_bf16 = getattr(M, "bf16_for_cpu", None)
+    if to_bf16 is None: return None, "gpt_mini.sampling has no bf16_for_cpu"
+    try: return to_bf16(model), None
+    except RuntimeError as e: return None, f"gpt_mini bf16: not measured ({e})"
 
 def packed(model):
     "gpt_mini's float32 CPU path with oneDNN-packed Linear weights, if the library has it (None otherwise)."
@@ -118,7 +131,8 @@ def llama_cpp_dir() -> Path | None:
     return d if (d/"build"/"bin"/"llama-bench").is_file() and (d/"convert_hf_to_gguf.py").is_file() else None
 
 LLAMA_TYPES = {"f32": "llama.cpp f32", "f16": "llama.cpp f16", "q8_0": "llama.cpp q8_0"}
-PEERS = {"gpt_mini fp32": "llama.cpp f32", "gpt_mini fp32 packed (oneDNN)": "llama.cpp f32", "gpt_mini int8": "llama.cpp q8_0"}
+PEERS = {"gpt_mini fp32": "llama.cpp f32", "gpt_mini fp32 packed (oneDNN)": "llama.cpp f32",
+         "gpt_mini bf16 weights": "llama.cpp f16", "gpt_mini int8": "llama.cpp q8_0"}
 
 def llama_cpp_models(model, llama_dir: Path, work: Path) -> dict[str, Path]:
     "gpt_mini's weights as GGUF files (name → file), through `export_hf` and llama.cpp's own converter."
@@ -185,7 +199,7 @@ def agreement(ref, other, ids: torch.Tensor, n_windows: int, window: int) -> dic
     loss_r = F.cross_entropy(lr.reshape(-1, V), y.reshape(-1)).item()
     loss_o = F.cross_entropy(lo.reshape(-1, V), y.reshape(-1)).item()
     agree = (lr.argmax(-1) == lo.argmax(-1)).float().mean().item()
-    return dict(tokens=x.numel(), top1_agreement=agree, loss_fp32=loss_r, loss_int8=loss_o, loss_diff=loss_o - loss_r)
+    return dict(tokens=x.numel(), top1_agreement=agree, loss_fp32=loss_r, loss_rounded=loss_o, loss_diff=loss_o - loss_r)
 
 def find_trained_run():
     "A small trained run folder, if the book has made one (nbs/runs/small or runs/small)."
@@ -210,15 +224,18 @@ def main(argv=None) -> dict:
     ours = GPT(cfg).eval()
     hf = ours.to_hf().eval()
     ours_q = quantized(ours)
+    ours_b, bf16_note = half(ours)
     hf_q = hf_dynamic_int8(hf)
     prompt = list(range(1000, 1008))                    # 8 tokens
     long_prompt = [(1000 + 37 * i) % 50000 for i in range(min(200, cfg.block_size - 2))]
     models = {"gpt_mini fp32": ("ours", ours), "transformers fp32": ("hf", hf)}
     if (ours_packed := packed(ours)) is not None: models["gpt_mini fp32 packed (oneDNN)"] = ("ours", ours_packed)
+    if ours_b is not None: models["gpt_mini bf16 weights"] = ("ours", ours_b)
     if ours_q is not None: models["gpt_mini int8"] = ("ours", ours_q)
     models["transformers int8 (torch dynamic)"] = ("hf", hf_q)
     fp32_bytes, int8_bytes = weight_bytes_per_token(ours), weight_bytes_per_token(ours_q if ours_q is not None else hf_q)
-    bytes_per = {n: int8_bytes if "int8" in n else fp32_bytes for n in models}
+    bf16_bytes = weight_bytes_per_token(ours_b) if ours_b is not None else None
+    bytes_per = {n: int8_bytes if "int8" in n else bf16_bytes if "bf16" in n else fp32_bytes for n in models}
     out = {"machine": info}
     llama_dir, llama_note = llama_cpp_dir(), None
     if llama_dir is not None:
@@ -245,6 +262,7 @@ def main(argv=None) -> dict:
                    f"a {bw_bytes >> 20} MB fp32 tensor); ceiling = bandwidth / weight bytes read per token (the KV cache and activations "
                    f"are not counted, so the true ceiling is a little lower)",
                    "tokens/s = new tokens / time of the whole call (prompt included)", llama_note,
+                   *([bf16_note] if bf16_note else []),
                    *cache_caveat(bytes_per, bw_bytes)])
 
     # ---- the same, load-robust: 1 thread, CPU time
@@ -270,27 +288,32 @@ def main(argv=None) -> dict:
                    [f"llama.cpp: llama-bench -p {len(long_prompt)} -n 0, the prompt alone (its first token's sampling is not in it)"]
                    if llama_dir is not None else None)
 
-    # ---- int8 quality on held-out text
+    # ---- quality of the rounded paths (bf16, int8) on held-out text
     rows = []
-    if ours_q is not None:
+    rounded = {name: fn for name, fn in (("bf16", lambda m: half(m)[0]), ("int8", quantized))
+               if (ours_b if name == "bf16" else ours_q) is not None}
+    if rounded:
         from gpt_mini.data import load_dataset
         val = torch.as_tensor(load_dataset().val, dtype=torch.long)  # the last 10% of tiny Shakespeare
         n_win, win = (1, 32) if quick else (8, 256)
-        rows.append({"model": f"{what}, random init", **agreement(ours, ours_q, val, n_win, win)})
+        for name, copy_of in rounded.items():
+            rows.append({"model": f"{what}, random init", "path": name,
+                         **agreement(ours, ours_b if name == "bf16" else ours_q, val, n_win, win)})
         run_dir = Path(args.run) if args.run else (None if quick else find_trained_run())
         if run_dir is not None:
             from gpt_mini.run import load_model
             trained = load_model(run_dir).eval()
             c = trained.config
-            rows.append({"model": f"trained run {run_dir.name} ({c.n_layer} layers, {c.n_embd} dim)",
-                         **agreement(trained, quantized(trained), val, n_win, win)})
+            for name, copy_of in rounded.items():
+                rows.append({"model": f"trained run {run_dir.name} ({c.n_layer} layers, {c.n_embd} dim)", "path": name,
+                             **agreement(trained, copy_of(trained), val, n_win, win)})
         notes = ["no pretrained GPT-2 weights are available offline here: the 124M figure is on random weights, "
                  "where almost every logit is a near-tie, so it says little"]
         notes.append("no trained run found (nbs/runs/small): random-init figures only" if run_dir is None
                      else f"trained run: {run_dir} (tiny Shakespeare's first 90%; these windows are from the last 10%)")
-        md += B.report("int8 vs fp32 on held-out text (last 10% of tiny Shakespeare)", rows, notes)
+        md += B.report("bf16 and int8 vs fp32 on held-out text (last 10% of tiny Shakespeare)", rows, notes)
     else:
-        md += B.report("int8 vs fp32", [], ["gpt_mini.sampling has no quantize_for_cpu: int8 not measured"])
+        md += B.report("bf16 and int8 vs fp32", [], ["gpt_mini.sampling has neither bf16_for_cpu nor quantize_for_cpu: not measured"])
     out["quality"] = rows
     out["markdown"] = md
     return out

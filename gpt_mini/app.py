@@ -23,7 +23,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry: set 
 
 from .data import encode
 from .model import GPT, GPTConfig, NonFiniteLogitsError, count_params, stream_text
-from .sampling import PRECISIONS, Int8Linear, cpu_sampling_copy, quantize_for_cpu  # chapter 09's CPU paths
+from .sampling import PRECISIONS, Bf16Linear, Int8Linear, cpu_sampling_copy  # chapter 09's CPU paths
 from .config import CLIParser, one_line  # the command lines' shared rules (chapter 06)
 from .sampling import run_folder_problem
 
@@ -61,7 +61,7 @@ def load_sampler_model(source: str | os.PathLike | GPT, device: str | None = Non
     phrase on which path serves it and why ("" when the model is served as it is).
 
     On a CPU, `precision` goes to chapter 09's `cpu_sampling_copy`: "auto" (int8 where it keeps the model's
-    distributions, else the faster float32 path here), "fp32" (as trained) or "int8". A `GPT` in memory is served as it
+    distributions, else the fastest of the float32 and bf16 paths here), "fp32" (as trained), "bf16" or "int8". A `GPT` in memory is served as it
     is unless `precision` names a path."""
     if precision not in PRECISIONS: raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if isinstance(source, GPT):
@@ -74,17 +74,18 @@ def load_sampler_model(source: str | os.PathLike | GPT, device: str | None = Non
         model = load_model(run_dir, pick_device(device or "auto"))
         origin = f"`{run_dir}`{_run_summary(run_dir)}"
     if model.device.type != "cpu":
-        if precision == "int8": quantize_for_cpu(model)  # the ValueError that says what to do on a GPU
+        if precision in ("bf16", "int8"): cpu_sampling_copy(model, precision)  # the ValueError that says what to do on a GPU
         return model.eval(), origin, ""
     # Once, here: generation reads the mode but never flips it back and forth under concurrent requests.
     model, why = cpu_sampling_copy(model.eval(), precision)
     return model.eval(), origin, why
 
 def _weights_kind(model: GPT) -> str:
-    "How the model's Linear layers compute: plain float32 (or the dtype), float32 on oneDNN, or int8."
+    "How the model's Linear layers compute: plain float32 (or the dtype), float32 on oneDNN, bf16 weights or int8."
     kinds = {type(m).__module__ + "." + type(m).__name__ for m in model.modules()}
     if any(k.endswith("MkldnnLinear") for k in kinds): return "float32 on oneDNN"
     if any(isinstance(m, Int8Linear) for m in model.modules()) or any(".quantized." in k for k in kinds): return "int8 weights"
+    if any(isinstance(m, Bf16Linear) for m in model.modules()): return "bf16 weights"
     return str(model.transformer.wte.weight.dtype).replace("torch.", "")
 
 def model_facts(model: GPT, origin: str = "") -> str:
@@ -374,7 +375,7 @@ def app_cli(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=4, help="requests served at once (default 4)")
     ap.add_argument("--precision", choices=PRECISIONS, default="auto",
                     help="on a CPU: auto (int8 where it keeps the model's next-token distributions within 0.01 nats, "
-                         "else the faster float32 path here; the default), fp32 (as trained) or int8")
+                         "else the fastest of the float32 and bf16 paths here; the default), fp32 (as trained), bf16 or int8")
     ap.add_argument("--int8", action="store_const", dest="precision", const="int8", help="the same as --precision int8")
     args = ap.parse_args(argv)
     if args.concurrency < 1: ap.error(f"--concurrency must be at least 1, got {args.concurrency}")

@@ -23,11 +23,11 @@ from .model import (as_prompt_ids, check_finite_logits, check_generate_args,  # 
 from .config import CLIParser, one_line  # every subcommand's parser (chapter 06)
 
 # %% auto 0
-__all__ = ['MODEL_COLOR', 'KNOB_COLOR', 'INT8_MAX_KL', 'PRECISIONS', 'SAMPLE_EXIT_STATUS', 'filtered_probs', 'keep_stats',
-           'knob_label', 'plot_knobs', 'next_token_logits', 'Candidate', 'next_token_table', 'format_candidates',
-           'plot_cutoffs', 'effective_choices', 'plot_temperature', 'plot_candidates', 'plot_next_token',
-           'explore_sample', 'Int8Linear', 'quantize_for_cpu', 'pack_for_cpu', 'int8_quality', 'cpu_sampling_copy',
-           'run_folder_problem', 'sample_cli']
+__all__ = ['MODEL_COLOR', 'KNOB_COLOR', 'BF16_GEMV_C', 'MAX_KL', 'PRECISIONS', 'SAMPLE_EXIT_STATUS', 'filtered_probs',
+           'keep_stats', 'knob_label', 'plot_knobs', 'next_token_logits', 'Candidate', 'next_token_table',
+           'format_candidates', 'plot_cutoffs', 'effective_choices', 'plot_temperature', 'plot_candidates',
+           'plot_next_token', 'explore_sample', 'Int8Linear', 'quantize_for_cpu', 'pack_for_cpu', 'bf16_gemv',
+           'Bf16Linear', 'bf16_for_cpu', 'quality_vs_fp32', 'cpu_sampling_copy', 'run_folder_problem', 'sample_cli']
 
 # %% ../nbs/09_sampling.ipynb 8
 def _filtered_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
@@ -286,20 +286,151 @@ def pack_for_cpu(model: GPT) -> GPT:
         return to_mkldnn(copy.deepcopy(model).cpu().float().eval())
 
 # %% ../nbs/09_sampling.ipynb 59
-INT8_MAX_KL = 0.01  # nats: int8 is served only where its next-token distributions stay this close to float32's
-PRECISIONS = ("auto", "fp32", "int8")
+BF16_GEMV_C = r"""
+#include <stdint.h>
+#include <string.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
-def int8_quality(model: GPT, int8_model: GPT, n_tokens: int = 64, seed: int = 0) -> tuple[float, float]:
-    """(mean KL divergence in nats of `int8_model`'s next-token distribution from `model`'s, top-1 agreement) at every
+/* y = W x + b for one float32 row x of K values; W: N rows of K bfloat16 (row-major); b: N floats or NULL. */
+static float dot_bf16(const float* x, const uint16_t* w, int64_t K) {
+    float s = 0.f;
+    #pragma omp simd reduction(+:s)
+    for (int64_t k = 0; k < K; ++k) {
+        uint32_t bits = (uint32_t)w[k] << 16;  /* a bf16 is a float32's top half: exact */
+        float wk; memcpy(&wk, &bits, 4); s += wk * x[k];
+    }
+    return s;
+}
+
+void gemv_bf16(const float* x, const uint16_t* w, const float* b, float* y, int64_t N, int64_t K, int threads) {
+#if defined(__AVX512F__)
+    /* Each 32-bit word of a row holds two weights, k (low half) and k + 1 (high half): split x the same way once,
+       and a word becomes two float32 vectors with one shift and one mask. */
+    const int wide = K % 32 == 0 && K <= 16384;
+    float x_even[wide ? K / 2 : 1], x_odd[wide ? K / 2 : 1];
+    if (wide) for (int64_t k = 0; k < K / 2; ++k) { x_even[k] = x[2 * k]; x_odd[k] = x[2 * k + 1]; }
+#endif
+    const int64_t blocks = (N + 7) / 8;
+    #pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+        const int64_t n0 = blk * 8, rows = N - n0 < 8 ? N - n0 : 8;
+#if defined(__AVX512F__)
+        if (wide && rows == 8) {
+            const uint32_t* words = (const uint32_t*)(w + n0 * K);
+            const __m512i high = _mm512_set1_epi32((int)0xFFFF0000u);
+            __m512 acc[8];
+            for (int r = 0; r < 8; ++r) acc[r] = _mm512_setzero_ps();
+            for (int64_t k = 0; k < K / 2; k += 16) {
+                const __m512 xe = _mm512_loadu_ps(x_even + k), xo = _mm512_loadu_ps(x_odd + k);
+                for (int r = 0; r < 8; ++r) {
+                    const uint32_t* p = words + r * (K / 2) + k;
+                    _mm_prefetch((const char*)(p + 512), _MM_HINT_T0);  /* 2 KB ahead in the same stream */
+                    const __m512i v = _mm512_loadu_si512(p);
+                    acc[r] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), xe, acc[r]);
+                    acc[r] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, high)), xo, acc[r]);
+                }
+            }
+            for (int r = 0; r < 8; ++r) y[n0 + r] = _mm512_reduce_add_ps(acc[r]) + (b ? b[n0 + r] : 0.f);
+            continue;
+        }
+#endif
+        for (int64_t r = 0; r < rows; ++r) {
+            const float s = dot_bf16(x, w + (n0 + r) * K, K);
+            y[n0 + r] = b ? s + b[n0 + r] : s;
+        }
+    }
+}
+"""
+
+# %% ../nbs/09_sampling.ipynb 61
+_bf16_gemv = None  # the loaded kernel, once per process
+
+def _cpu_features() -> str:
+    "The CPU's feature flags (the line `-march=native` compiles for), or the best name the platform gives."
+    import platform
+    try:
+        with open("/proc/cpuinfo") as f: return platform.machine() + next(l for l in f if l.startswith(("flags", "Features")))
+    except (OSError, StopIteration): return platform.machine() + platform.processor()
+
+def bf16_gemv():
+    """The C kernel `gemv_bf16(x, w, b, y, N, K, threads)` as a ctypes function, compiled on first use into
+    `cache_dir()/kernels`. A RuntimeError in one line when it cannot be built here (no compiler, a failed build)."""
+    global _bf16_gemv
+    if _bf16_gemv is not None: return _bf16_gemv
+    import ctypes, hashlib, shlex, shutil, subprocess
+    from gpt_mini.data import cache_dir
+    cc = shlex.split(os.environ.get("CC") or "cc")
+    if not cc or shutil.which(cc[0]) is None:
+        raise RuntimeError(f"bf16 weights need a C compiler to build their kernel, and {' '.join(cc) or 'cc'!r} is not "
+                           f"on PATH: install one (e.g. gcc) or set CC, or use --precision fp32 or int8")
+    flags = ["-O3", "-march=native", "-shared", "-fPIC"]
+    key = hashlib.sha256("\0".join([BF16_GEMV_C, *cc, *flags, _cpu_features()]).encode()).hexdigest()[:16]
+    folder = cache_dir() / "kernels"; folder.mkdir(parents=True, exist_ok=True)
+    lib = folder / f"gemv_bf16-{key}.so"
+    if not lib.exists():
+        src = folder / f"gemv_bf16-{key}.c"; src.write_text(BF16_GEMV_C)
+        tmp = folder / f"gemv_bf16-{key}.{os.getpid()}.tmp"  # then renamed: a reader never sees half a library
+        for threads in (["-fopenmp"], []):  # without OpenMP (e.g. Apple's clang) it runs on one thread
+            done = subprocess.run([*cc, *flags, *threads, "-o", str(tmp), str(src)], capture_output=True, text=True)
+            if done.returncode == 0: break
+        else:
+            first = (done.stderr.strip().splitlines() or ["no message"])[0]
+            raise RuntimeError(f"the bf16 kernel did not compile with {' '.join(cc)} ({first}): use --precision fp32 or int8")
+        os.replace(tmp, lib)
+    fn = ctypes.CDLL(str(lib)).gemv_bf16
+    fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
+    fn.restype = None
+    _bf16_gemv = fn
+    return fn
+
+# %% ../nbs/09_sampling.ipynb 65
+class Bf16Linear(nn.Module):
+    "A Linear layer for inference whose weight is stored in bfloat16; one-row products run `bf16_gemv`'s kernel."
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.register_buffer("weight", linear.weight.detach().to(torch.bfloat16).contiguous())
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().contiguous())
+        self.gemv = bf16_gemv()
+    def forward(self, x):
+        if x.numel() != self.in_features or x.dtype != torch.float32 or x.requires_grad:  # a prompt, or not inference
+            return nn.functional.linear(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+        x = x.contiguous(); y = x.new_empty(*x.shape[:-1], self.out_features)
+        self.gemv(x.data_ptr(), self.weight.data_ptr(), None if self.bias is None else self.bias.data_ptr(), y.data_ptr(),
+                  self.out_features, self.in_features, torch.get_num_threads())
+        return y
+    def extra_repr(self): return f"in_features={self.in_features}, out_features={self.out_features}, bf16 weights"
+
+def bf16_for_cpu(model: GPT) -> GPT:
+    "A copy of `model` for CPU inference with every Linear weight in bfloat16 (`Bf16Linear`). `model` is untouched."
+    import copy
+    if model.device.type != "cpu":
+        raise ValueError(f"bf16 weights with gpt_mini's kernel are for CPUs, and this model is on {model.device}: load "
+                         f"it on the CPU (--device cpu, or model.cpu()), or sample it as it is")
+    bf16_gemv()  # the RuntimeError that says why, before any copying
+    cpu_copy = copy.deepcopy(model).float().eval()
+    for parent in list(cpu_copy.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Linear: setattr(parent, name, Bf16Linear(child))
+    return cpu_copy
+
+# %% ../nbs/09_sampling.ipynb 71
+MAX_KL = 0.01  # nats: a rounded copy (int8, bf16) is served only where its next-token distributions stay this close to float32's
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+
+def quality_vs_fp32(model: GPT, rounded: GPT, n_tokens: int = 64, seed: int = 0) -> tuple[float, float]:
+    """(mean KL divergence in nats of `rounded`'s next-token distribution from `model`'s, top-1 agreement) at every
     position of `n_tokens` that `model` writes itself from a newline (top-k 50, `seed`): figures that need no corpus."""
     start = [min(198, model.config.vocab_size - 1)]  # "\n" in GPT-2's vocabulary
     n = max(1, min(n_tokens, model.config.block_size - 1))
     ids = torch.tensor(start + list(generate(model, start, n, top_k=50, seed=seed)))[None]
-    with torch.inference_mode(): a, b = model.eval()(ids).float().log_softmax(-1), int8_model(ids).float().log_softmax(-1)
+    with torch.inference_mode(): a, b = model.eval()(ids).float().log_softmax(-1), rounded(ids).float().log_softmax(-1)
     kl = (a.exp() * (a - b)).sum(-1).mean().item()
     return max(kl, 0.0), (a.argmax(-1) == b.argmax(-1)).float().mean().item()
 
-# %% ../nbs/09_sampling.ipynb 61
+# %% ../nbs/09_sampling.ipynb 73
 def _ms_per_token(models: list, n: int = 8, rounds: int = 2) -> list[float]:
     "Milliseconds per greedy token of each model, the fastest of `rounds` interleaved rounds (after a warm-up)."
     import time
@@ -311,26 +442,36 @@ def _ms_per_token(models: list, n: int = 8, rounds: int = 2) -> list[float]:
     return best
 
 def cpu_sampling_copy(model: GPT, precision: str = "auto") -> tuple[GPT, str]:
-    """The model to sample from on a CPU, and a phrase saying which it is and why. `fp32`: `model` itself. `int8`: its
-    int8 copy. `auto`: the int8 copy when its KL divergence from float32 (`int8_quality`) is at most `INT8_MAX_KL`,
-    else the faster of the plain and the oneDNN-packed float32 models, timed here on a few tokens."""
+    """The model to sample from on a CPU, and a phrase saying which it is and why. `fp32`: `model` itself. `bf16`, `int8`:
+    its copy with rounded weights. `auto`: the int8 copy when its KL divergence from float32 (`quality_vs_fp32`) is at
+    most `MAX_KL`, else the fastest of plain float32, oneDNN-packed float32 and bf16 (if within `MAX_KL`), timed here."""
     if precision not in PRECISIONS: raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "fp32": return model, "float32 as trained (asked for)"
     if precision == "int8": return quantize_for_cpu(model), "int8 (asked for)"
+    if precision == "bf16": return bf16_for_cpu(model), "bf16 weights (asked for)"
     try: int8 = quantize_for_cpu(model)
     except (RuntimeError, ValueError): int8 = None  # a build without int8 kernels, or a model that is not on the CPU
-    try: kl, agree = int8_quality(model, int8) if int8 is not None else (math.inf, 0.0)
+    try: kl, agree = quality_vs_fp32(model, int8) if int8 is not None else (math.inf, 0.0)
     except NonFiniteLogitsError:  # the float model itself is broken: serve it, and let each request say so
         return model, "float32 as trained (its logits are not finite: no path would help)"
-    if kl <= INT8_MAX_KL: return int8, f"int8, {kl:.1e} nats from float32 (top-1 the same {agree:.1%})"
-    why = f"int8 was {kl:.3f} nats from float32, over {INT8_MAX_KL}" if int8 is not None else "no int8 kernels here"
-    try: packed = pack_for_cpu(model)
-    except RuntimeError: return model, f"float32 ({why}; no oneDNN)"
-    plain_ms, packed_ms = _ms_per_token([model, packed])
-    if packed_ms < plain_ms: return packed, f"float32 on oneDNN, {plain_ms / packed_ms:.2f}× the plain kernels here ({why})"
-    return model, f"float32, plain kernels {packed_ms / plain_ms:.2f}× oneDNN's here ({why})"
+    if kl <= MAX_KL: return int8, f"int8, {kl:.1e} nats from float32 (top-1 the same {agree:.1%})"
+    why = f"int8 was {kl:.3f} nats from float32, over {MAX_KL}" if int8 is not None else "no int8 kernels here"
+    paths = {"float32, plain kernels": model}
+    try: paths["float32 on oneDNN"] = pack_for_cpu(model)
+    except RuntimeError: pass  # a torch without oneDNN
+    try:
+        bf16 = bf16_for_cpu(model); bf16_kl = quality_vs_fp32(model, bf16)[0]
+        if bf16_kl <= MAX_KL: paths[f"bf16 weights, {bf16_kl:.1e} nats from float32"] = bf16
+        else: why += f"; bf16 was {bf16_kl:.3f} nats"
+    except (RuntimeError, ValueError) as e: why += "; no bf16 kernel: " + str(e).split(":")[0]
+    ms = dict(zip(paths, _ms_per_token(list(paths.values()))))
+    best = min(ms, key=ms.get)
+    if len(ms) == 1: return model, f"float32 ({why})"
+    speed = (f"the fastest of {len(ms)} paths timed here" if best == "float32, plain kernels" else
+             f"{ms['float32, plain kernels'] / ms[best]:.2f}× the plain float32 kernels here")
+    return paths[best], f"{best}, {speed} ({why})"
 
-# %% ../nbs/09_sampling.ipynb 66
+# %% ../nbs/09_sampling.ipynb 78
 def _finite_float(s: str) -> float:
     "argparse type: a finite float (`float` itself takes 'nan' and 'inf', which would pass every `x < lo` check)."
     try: x = float(s)
@@ -390,8 +531,9 @@ def sample_cli(argv: list[str] | None = None) -> int:
                         help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: %(default)s)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="on a CPU: fp32 (the model as trained, the same text for a --seed on every machine; the "
-                             "default), int8 (2-3x faster, see `quantize_for_cpu`) or auto (the app's pick: int8 where "
-                             "it keeps the next-token distributions, else the faster float32 path; said on stderr)")
+                             "default), int8 (2-3x faster, see `quantize_for_cpu`), bf16 (see `bf16_for_cpu`) or auto (the "
+                             "app's pick: int8 where it keeps the next-token distributions, else the fastest float32 or "
+                             "bf16 path; said on stderr)")
     parser.add_argument("--int8", action="store_const", dest="precision", const="int8", help="the same as --precision int8")
     args = parser.parse_args(argv)
     def fail(message): parser.exit(1, f"{parser.prog}: error: {one_line(message)}\n")  # the run, not the command line
@@ -406,7 +548,7 @@ def sample_cli(argv: list[str] | None = None) -> int:
     try: model = load_model(args.ckpt, device)
     except (CheckpointError, OSError) as e: fail(e)
     try:
-        if args.precision == "int8": model = quantize_for_cpu(model)  # a ValueError on a GPU, which says what to do
+        if args.precision in ("bf16", "int8"): model = cpu_sampling_copy(model, args.precision)[0]  # a ValueError on a GPU
         elif args.precision == "auto" and model.device.type == "cpu":
             model, why = cpu_sampling_copy(model, "auto")
             print(f"{parser.prog}: serving {why}", file=sys.stderr)
@@ -430,6 +572,6 @@ def sample_cli(argv: list[str] | None = None) -> int:
         return 0
     return 0
 
-# %% ../nbs/09_sampling.ipynb 67
+# %% ../nbs/09_sampling.ipynb 79
 if __name__ == "__main__" and "__file__" in globals():  # `python -m gpt_mini.sampling`; never when a notebook runs this cell
     sys.exit(sample_cli())

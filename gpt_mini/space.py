@@ -40,7 +40,8 @@ from pathlib import Path
 from gpt_mini.app import build_demo, launch
 
 # precision: "auto" serves int8 weights where they keep the model's next-token distributions (2-3x faster on the
-# Space's CPU), else the faster float32 path there; "fp32" the model as trained; "int8" int8 regardless.
+# Space's CPU), else the fastest of the float32 and bf16 paths there; "fp32" the model as trained; "bf16" or "int8"
+# those weights regardless.
 demo = build_demo(Path(__file__).resolve().parent, title={title!r}, origin={origin!r}, precision={precision!r})
 
 if __name__ == "__main__":
@@ -188,7 +189,7 @@ def export_space_cli(argv: list[str] | None = None) -> int:
                     help=f"how the Space installs gpt_mini (default: {GPT_MINI_REQUIREMENT!r})")
     ap.add_argument("--precision", choices=PRECISIONS, default="auto",
                     help="how the Space serves on its CPU: auto (int8 where it keeps the model's next-token "
-                         "distributions, else the faster float32 path; the default), fp32 (as trained) or int8")
+                         "distributions, else the fastest float32 or bf16 path; the default), fp32 (as trained), bf16 or int8")
     ap.add_argument("--int8", action="store_const", dest="precision", const="int8", help="the same as --precision int8")
     ap.add_argument("--push", metavar="REPO_ID", help="then upload it as a Gradio Space (e.g. you/gpt-mini-sampler; "
                                                        "a token from `hf auth login` or HF_TOKEN)")

@@ -227,7 +227,11 @@ def test_a_run_folder_on_a_cpu_is_served_on_the_fast_cpu_path(run_dir):
     memory = GPT(GPTConfig.from_preset("tiny"))
     assert load_sampler_model(memory)[0] is memory  # a model in memory is served as it is
     assert "float32" == model_facts(memory).rsplit(", ", 1)[1].split(" ·")[0]
-    with pytest.raises(ValueError, match="precision must be one of auto, fp32, int8"): load_sampler_model(memory, precision="bf16")
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, int8"):
+        load_sampler_model(memory, precision="fp16")
+    half, _, why = load_sampler_model(run_dir, device="cpu", precision="bf16")
+    assert "bf16 weights" in model_facts(half) and why == "bf16 weights (asked for)"
+    assert len(list(generate(half, [1, 2, 3], 5, seed=0))) == 5
 
 
 def test_the_facts_line_says_which_path_serves_and_why(run_dir):

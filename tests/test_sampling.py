@@ -167,6 +167,63 @@ def test_sample_cli_int8(run_dir, tiny_model, capsys):
     assert out == "ROMEO:" + "".join(stream_text(quantize_for_cpu(tiny_model), "ROMEO:", 15, 0.9, 30, 0.95, 3)) + "\n"
 
 
+def _rounded_to_bf16(model):
+    "The oracle: the same float32 model with every Linear weight rounded to bfloat16 and back."
+    import copy
+    ref = copy.deepcopy(model)
+    for m in ref.modules():  # a new Parameter: the head's rounded copy no longer ties the (float32) token table
+        if isinstance(m, torch.nn.Linear): m.weight = torch.nn.Parameter(m.weight.detach().bfloat16().float())
+    return ref
+
+
+def test_bf16_for_cpu_is_float32_math_on_bf16_weights(tiny_model):
+    from gpt_mini.model import generate
+    from gpt_mini.sampling import Bf16Linear, bf16_for_cpu
+    half = bf16_for_cpu(tiny_model)
+    layers = [m for m in half.modules() if isinstance(m, Bf16Linear)]
+    assert len(layers) == 4 * tiny_model.config.n_layer + 1 and all(m.weight.dtype == torch.bfloat16 for m in layers)
+    assert not any(type(m) is torch.nn.Linear for m in half.modules())
+    assert isinstance(tiny_model.lm_head, torch.nn.Linear)  # the original is untouched
+    ref = _rounded_to_bf16(tiny_model)
+    ids = torch.randint(0, tiny_model.config.vocab_size, (1, 12))
+    with torch.inference_mode():
+        assert (half(ids) - ref(ids)).abs().max() < 1e-4  # a prompt: torch's product on the same rounded weights
+        h = ref.hidden(ids)[:, -1:]
+        assert (half.lm_head(h) - ref.lm_head(h)).abs().max() < 1e-4  # one row: the C kernel
+    prompt = [1, 2, 3]  # decoding runs the kernel at every step
+    assert list(generate(half, prompt, 30, temperature=0)) == list(generate(ref, prompt, 30, temperature=0))
+
+
+@pytest.mark.parametrize("n, k", [(8, 32), (13, 40), (64, 96), (3, 1)])
+def test_bf16_kernel_on_every_shape(n, k):
+    from gpt_mini.sampling import bf16_gemv
+    w, x, b = torch.randn(n, k).bfloat16(), torch.randn(k), torch.randn(n)
+    for bias in (b, None):
+        y = torch.full((n,), float("nan"))
+        bf16_gemv()(x.data_ptr(), w.data_ptr(), None if bias is None else bias.data_ptr(), y.data_ptr(), n, k, 2)
+        want = w.float() @ x + (0 if bias is None else bias)
+        assert torch.allclose(y, want, atol=1e-4, rtol=1e-4), (n, k, bias is None)
+
+
+def test_bf16_kernel_says_in_one_line_why_it_cannot_build(monkeypatch, tmp_path):
+    import gpt_mini.sampling as S
+    monkeypatch.setattr(S, "_bf16_gemv", None)  # as in a fresh process
+    monkeypatch.setenv("GPT_MINI_CACHE", str(tmp_path))  # nothing built yet
+    monkeypatch.setenv("CC", str(tmp_path/"no-such-cc"))
+    with pytest.raises(RuntimeError, match="need a C compiler") as e: S.bf16_gemv()
+    assert "CC" in str(e.value) and "\n" not in str(e.value)
+    monkeypatch.setenv("CC", "false")  # a compiler that fails
+    with pytest.raises(RuntimeError, match="did not compile with false") as e: S.bf16_for_cpu(GPT(GPTConfig.from_preset("tiny")))
+    assert "\n" not in str(e.value) and "--precision fp32" in str(e.value)
+
+
+def test_sample_cli_bf16(run_dir, tiny_model, capsys):
+    from gpt_mini.sampling import bf16_for_cpu
+    assert sample_cli(["--ckpt", str(run_dir), *ARGS, "--seed", "3", "--precision", "bf16", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert out == "ROMEO:" + "".join(stream_text(bf16_for_cpu(tiny_model), "ROMEO:", 15, 0.9, 30, 0.95, 3)) + "\n"
+
+
 def test_sample_cli_precision(run_dir, tiny_model, capsys):
     from gpt_mini.sampling import cpu_sampling_copy
     assert sample_cli(["--ckpt", str(run_dir), *ARGS, "--seed", "3", "--precision", "fp32", "--device", "cpu"]) == 0
