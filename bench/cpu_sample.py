@@ -7,8 +7,8 @@ What it measures, every case interleaved with the others round by round (see ben
 
 - decoding speed: an 8-token prompt, 100 new tokens, top-k 50, temperature 1 (tokens/s over the whole call, prompt
   included), for gpt_mini fp32, transformers fp32 (its KV cache on), gpt_mini fp32 with oneDNN-packed weights
-  (`pack_for_cpu`: the same float32 math, another kernel library), gpt_mini with bf16 weights (`bf16_for_cpu`: its
-  own C kernel, float32 arithmetic), gpt_mini int8 (`quantize_for_cpu`) and transformers after torch's own dynamic
+  (`pack_for_cpu`: the same float32 math, another kernel library), gpt_mini on its own C kernel (`gemv_for_cpu`)
+  with float32 and with bf16 weights (float32 arithmetic), gpt_mini int8 (`quantize_for_cpu`) and transformers after torch's own dynamic
   int8 quantization (what a transformers user would reach for);
 - the memory-bandwidth ceiling: a batch-1 step must read every weight once, so tokens/s can never beat
   (read bandwidth) / (bytes of weights read per token); the bandwidth is measured in the same rounds;
@@ -41,11 +41,11 @@ from gpt_mini.model import GPT, GPTConfig, generate  # noqa: E402
 def weight_bytes_per_token(model) -> int:
     """Bytes of parameters a batch-1 decoding step reads: every weight once, except the embedding tables, of which it
     reads one row each, unless the token table is also the (tied, fp32) output head, which reads all of it.
-    A quantized Linear counts its int8 weights plus a scale and a zero point per output channel; a bf16 Linear its
+    A quantized Linear counts its int8 weights plus a scale and a zero point per output channel; gpt_mini's GemvLinear its
     weight and bias buffers."""
     seen, total = set(), 0
     for mod in model.modules():
-        if type(mod).__name__ == "Bf16Linear":  # gpt_mini's bf16 layer keeps its weights as buffers, not parameters
+        if type(mod).__name__ == "GemvLinear":  # gpt_mini's kernel layer keeps its weights as buffers, not parameters
             total += sum(b.numel() * b.element_size() for b in mod.buffers(recurse=False))
             continue
         if callable(getattr(mod, "weight", None)):  # an int8 Linear (gpt_mini's Int8Linear, torch.ao's dynamic one)
@@ -67,13 +67,13 @@ def quantized(model):
     q = getattr(M, "quantize_for_cpu", None)
     return q(model) if q is not None else None
 
-def half(model):
-    "gpt_mini's bf16-weight CPU path, if the library has it and its kernel builds here (None otherwise, and why)."
+def on_kernel(model, dtype=torch.bfloat16):
+    "gpt_mini's CPU path on its own C kernel, if the library has it and it builds here (None otherwise, and why)."
     import gpt_mini.sampling as M
-    to_bf16 = getattr(M, "bf16_for_cpu", None)
-    if to_bf16 is None: return None, "gpt_mini.sampling has no bf16_for_cpu"
-    try: return to_bf16(model), None
-    except RuntimeError as e: return None, f"gpt_mini bf16: not measured ({e})"
+    to_kernel = getattr(M, "gemv_for_cpu", None)
+    if to_kernel is None: return None, "gpt_mini.sampling has no gemv_for_cpu: its own kernel not measured"
+    try: return to_kernel(model, dtype), None
+    except RuntimeError as e: return None, f"gpt_mini's own kernel: not measured ({e})"
 
 def packed(model):
     "gpt_mini's float32 CPU path with oneDNN-packed Linear weights, if the library has it (None otherwise)."
@@ -132,6 +132,7 @@ def llama_cpp_dir() -> Path | None:
 
 LLAMA_TYPES = {"f32": "llama.cpp f32", "f16": "llama.cpp f16", "q8_0": "llama.cpp q8_0"}
 PEERS = {"gpt_mini fp32": "llama.cpp f32", "gpt_mini fp32 packed (oneDNN)": "llama.cpp f32",
+         "gpt_mini fp32 (gpt_mini's kernel)": "llama.cpp f32",
          "gpt_mini bf16 weights": "llama.cpp f16", "gpt_mini int8": "llama.cpp q8_0"}
 
 def llama_cpp_models(model, llama_dir: Path, work: Path) -> dict[str, Path]:
@@ -224,12 +225,14 @@ def main(argv=None) -> dict:
     ours = GPT(cfg).eval()
     hf = ours.to_hf().eval()
     ours_q = quantized(ours)
-    ours_b, bf16_note = half(ours)
+    ours_b, bf16_note = on_kernel(ours)
+    ours_k = on_kernel(ours, torch.float32)[0]
     hf_q = hf_dynamic_int8(hf)
     prompt = list(range(1000, 1008))                    # 8 tokens
     long_prompt = [(1000 + 37 * i) % 50000 for i in range(min(200, cfg.block_size - 2))]
     models = {"gpt_mini fp32": ("ours", ours), "transformers fp32": ("hf", hf)}
     if (ours_packed := packed(ours)) is not None: models["gpt_mini fp32 packed (oneDNN)"] = ("ours", ours_packed)
+    if ours_k is not None: models["gpt_mini fp32 (gpt_mini's kernel)"] = ("ours", ours_k)
     if ours_b is not None: models["gpt_mini bf16 weights"] = ("ours", ours_b)
     if ours_q is not None: models["gpt_mini int8"] = ("ours", ours_q)
     models["transformers int8 (torch dynamic)"] = ("hf", hf_q)
@@ -290,7 +293,7 @@ def main(argv=None) -> dict:
 
     # ---- quality of the rounded paths (bf16, int8) on held-out text
     rows = []
-    rounded = {name: fn for name, fn in (("bf16", lambda m: half(m)[0]), ("int8", quantized))
+    rounded = {name: fn for name, fn in (("bf16", lambda m: on_kernel(m)[0]), ("int8", quantized))
                if (ours_b if name == "bf16" else ours_q) is not None}
     if rounded:
         from gpt_mini.data import load_dataset
@@ -313,7 +316,7 @@ def main(argv=None) -> dict:
                      else f"trained run: {run_dir} (tiny Shakespeare's first 90%; these windows are from the last 10%)")
         md += B.report("bf16 and int8 vs fp32 on held-out text (last 10% of tiny Shakespeare)", rows, notes)
     else:
-        md += B.report("bf16 and int8 vs fp32", [], ["gpt_mini.sampling has neither bf16_for_cpu nor quantize_for_cpu: not measured"])
+        md += B.report("bf16 and int8 vs fp32", [], ["gpt_mini.sampling has neither gemv_for_cpu nor quantize_for_cpu: not measured"])
     out["quality"] = rows
     out["markdown"] = md
     return out

@@ -23,7 +23,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry: set 
 
 from .data import encode
 from .model import GPT, GPTConfig, NonFiniteLogitsError, count_params, stream_text
-from .sampling import PRECISIONS, Bf16Linear, Int8Linear, cpu_sampling_copy  # chapter 09's CPU paths
+from .sampling import PRECISIONS, GemvLinear, Int8Linear, cpu_sampling_copy  # chapter 09's CPU paths
 from .config import CLIParser, one_line  # the command lines' shared rules (chapter 06)
 from .sampling import run_folder_problem
 
@@ -81,11 +81,12 @@ def load_sampler_model(source: str | os.PathLike | GPT, device: str | None = Non
     return model.eval(), origin, why
 
 def _weights_kind(model: GPT) -> str:
-    "How the model's Linear layers compute: plain float32 (or the dtype), float32 on oneDNN, bf16 weights or int8."
+    "How the model's Linear layers compute: plain float32 (or the dtype), float32 on oneDNN or gpt_mini's kernel, bf16 or int8."
     kinds = {type(m).__module__ + "." + type(m).__name__ for m in model.modules()}
     if any(k.endswith("MkldnnLinear") for k in kinds): return "float32 on oneDNN"
     if any(isinstance(m, Int8Linear) for m in model.modules()) or any(".quantized." in k for k in kinds): return "int8 weights"
-    if any(isinstance(m, Bf16Linear) for m in model.modules()): return "bf16 weights"
+    kernel = [m for m in model.modules() if isinstance(m, GemvLinear)]
+    if kernel: return "bf16 weights" if kernel[0].kernel == "gemv_bf16" else "float32 on gpt_mini's kernel"
     return str(model.transformer.wte.weight.dtype).replace("torch.", "")
 
 def model_facts(model: GPT, origin: str = "") -> str:

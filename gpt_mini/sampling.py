@@ -23,11 +23,11 @@ from .model import (as_prompt_ids, check_finite_logits, check_generate_args,  # 
 from .config import CLIParser, one_line  # every subcommand's parser (chapter 06)
 
 # %% auto 0
-__all__ = ['MODEL_COLOR', 'KNOB_COLOR', 'BF16_GEMV_C', 'MAX_KL', 'PRECISIONS', 'SAMPLE_EXIT_STATUS', 'filtered_probs',
-           'keep_stats', 'knob_label', 'plot_knobs', 'next_token_logits', 'Candidate', 'next_token_table',
-           'format_candidates', 'plot_cutoffs', 'effective_choices', 'plot_temperature', 'plot_candidates',
-           'plot_next_token', 'explore_sample', 'Int8Linear', 'quantize_for_cpu', 'pack_for_cpu', 'bf16_gemv',
-           'Bf16Linear', 'bf16_for_cpu', 'quality_vs_fp32', 'cpu_sampling_copy', 'run_folder_problem', 'sample_cli']
+__all__ = ['MODEL_COLOR', 'KNOB_COLOR', 'GEMV_C', 'MAX_KL', 'PRECISIONS', 'SAMPLE_EXIT_STATUS', 'filtered_probs', 'keep_stats',
+           'knob_label', 'plot_knobs', 'next_token_logits', 'Candidate', 'next_token_table', 'format_candidates',
+           'plot_cutoffs', 'effective_choices', 'plot_temperature', 'plot_candidates', 'plot_next_token',
+           'explore_sample', 'Int8Linear', 'quantize_for_cpu', 'pack_for_cpu', 'gemv_kernels', 'GemvLinear',
+           'gemv_for_cpu', 'quality_vs_fp32', 'cpu_sampling_copy', 'run_folder_problem', 'sample_cli']
 
 # %% ../nbs/09_sampling.ipynb 8
 def _filtered_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
@@ -286,14 +286,15 @@ def pack_for_cpu(model: GPT) -> GPT:
         return to_mkldnn(copy.deepcopy(model).cpu().float().eval())
 
 # %% ../nbs/09_sampling.ipynb 59
-BF16_GEMV_C = r"""
+GEMV_C = r"""
 #include <stdint.h>
 #include <string.h>
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
-/* y = W x + b for one float32 row x of K values; W: N rows of K bfloat16 (row-major); b: N floats or NULL. */
+/* y = W x + b for one float32 row x of K values; W: N rows of K weights (row-major); b: N floats or NULL. */
+
 static float dot_bf16(const float* x, const uint16_t* w, int64_t K) {
     float s = 0.f;
     #pragma omp simd reduction(+:s)
@@ -301,6 +302,13 @@ static float dot_bf16(const float* x, const uint16_t* w, int64_t K) {
         uint32_t bits = (uint32_t)w[k] << 16;  /* a bf16 is a float32's top half: exact */
         float wk; memcpy(&wk, &bits, 4); s += wk * x[k];
     }
+    return s;
+}
+
+static float dot_f32(const float* x, const float* w, int64_t K) {
+    float s = 0.f;
+    #pragma omp simd reduction(+:s)
+    for (int64_t k = 0; k < K; ++k) s += w[k] * x[k];
     return s;
 }
 
@@ -326,7 +334,7 @@ void gemv_bf16(const float* x, const uint16_t* w, const float* b, float* y, int6
                 const __m512 xe = _mm512_loadu_ps(x_even + k), xo = _mm512_loadu_ps(x_odd + k);
                 for (int r = 0; r < 8; ++r) {
                     const uint32_t* p = words + r * (K / 2) + k;
-                    _mm_prefetch((const char*)(p + 512), _MM_HINT_T0);  /* 2 KB ahead in the same stream */
+                    _mm_prefetch((const char*)(p + 512), _MM_HINT_T0);  /* 2 KB ahead in the same row */
                     const __m512i v = _mm512_loadu_si512(p);
                     acc[r] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), xe, acc[r]);
                     acc[r] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, high)), xo, acc[r]);
@@ -342,10 +350,38 @@ void gemv_bf16(const float* x, const uint16_t* w, const float* b, float* y, int6
         }
     }
 }
+
+void gemv_f32(const float* x, const float* w, const float* b, float* y, int64_t N, int64_t K, int threads) {
+    const int64_t blocks = (N + 7) / 8;
+    #pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+        const int64_t n0 = blk * 8, rows = N - n0 < 8 ? N - n0 : 8;
+#if defined(__AVX512F__)
+        if (K % 16 == 0 && rows == 8) {
+            __m512 acc[8];
+            for (int r = 0; r < 8; ++r) acc[r] = _mm512_setzero_ps();
+            for (int64_t k = 0; k < K; k += 16) {
+                const __m512 xv = _mm512_loadu_ps(x + k);
+                for (int r = 0; r < 8; ++r) {
+                    const float* p = w + (n0 + r) * K + k;
+                    _mm_prefetch((const char*)(p + 1024), _MM_HINT_T0);  /* 4 KB ahead in the same row */
+                    acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(p), xv, acc[r]);
+                }
+            }
+            for (int r = 0; r < 8; ++r) y[n0 + r] = _mm512_reduce_add_ps(acc[r]) + (b ? b[n0 + r] : 0.f);
+            continue;
+        }
+#endif
+        for (int64_t r = 0; r < rows; ++r) {
+            const float s = dot_f32(x, w + (n0 + r) * K, K);
+            y[n0 + r] = b ? s + b[n0 + r] : s;
+        }
+    }
+}
 """
 
 # %% ../nbs/09_sampling.ipynb 61
-_bf16_gemv = None  # the loaded kernel, once per process
+_gemv_lib = None  # the loaded kernels, once per process
 
 def _cpu_features() -> str:
     "The CPU's feature flags (the line `-march=native` compiles for), or the best name the platform gives."
@@ -354,66 +390,72 @@ def _cpu_features() -> str:
         with open("/proc/cpuinfo") as f: return platform.machine() + next(l for l in f if l.startswith(("flags", "Features")))
     except (OSError, StopIteration): return platform.machine() + platform.processor()
 
-def bf16_gemv():
-    """The C kernel `gemv_bf16(x, w, b, y, N, K, threads)` as a ctypes function, compiled on first use into
-    `cache_dir()/kernels`. A RuntimeError in one line when it cannot be built here (no compiler, a failed build)."""
-    global _bf16_gemv
-    if _bf16_gemv is not None: return _bf16_gemv
+def gemv_kernels():
+    """`GEMV_C` as a ctypes library, compiled on first use into `cache_dir()/kernels`: `gemv_f32` and `gemv_bf16`, each
+    called as `(x, w, b, y, N, K, threads)` with data pointers. A RuntimeError in one line when it cannot be built here."""
+    global _gemv_lib
+    if _gemv_lib is not None: return _gemv_lib
     import ctypes, hashlib, shlex, shutil, subprocess
     from gpt_mini.data import cache_dir
     cc = shlex.split(os.environ.get("CC") or "cc")
     if not cc or shutil.which(cc[0]) is None:
-        raise RuntimeError(f"bf16 weights need a C compiler to build their kernel, and {' '.join(cc) or 'cc'!r} is not "
-                           f"on PATH: install one (e.g. gcc) or set CC, or use --precision fp32 or int8")
+        raise RuntimeError(f"gpt_mini's CPU kernel needs a C compiler, and {' '.join(cc) or 'cc'!r} is not on PATH: "
+                           f"install one (e.g. gcc) or set CC, or use --precision fp32 or int8")
     flags = ["-O3", "-march=native", "-shared", "-fPIC"]
-    key = hashlib.sha256("\0".join([BF16_GEMV_C, *cc, *flags, _cpu_features()]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\0".join([GEMV_C, *cc, *flags, _cpu_features()]).encode()).hexdigest()[:16]
     folder = cache_dir() / "kernels"; folder.mkdir(parents=True, exist_ok=True)
-    lib = folder / f"gemv_bf16-{key}.so"
-    if not lib.exists():
-        src = folder / f"gemv_bf16-{key}.c"; src.write_text(BF16_GEMV_C)
-        tmp = folder / f"gemv_bf16-{key}.{os.getpid()}.tmp"  # then renamed: a reader never sees half a library
+    path = folder / f"gemv-{key}.so"
+    if not path.exists():
+        src = folder / f"gemv-{key}.c"; src.write_text(GEMV_C)
+        tmp = folder / f"gemv-{key}.{os.getpid()}.tmp"  # then renamed: a reader never sees half a library
         for threads in (["-fopenmp"], []):  # without OpenMP (e.g. Apple's clang) it runs on one thread
             done = subprocess.run([*cc, *flags, *threads, "-o", str(tmp), str(src)], capture_output=True, text=True)
             if done.returncode == 0: break
         else:
             first = (done.stderr.strip().splitlines() or ["no message"])[0]
-            raise RuntimeError(f"the bf16 kernel did not compile with {' '.join(cc)} ({first}): use --precision fp32 or int8")
-        os.replace(tmp, lib)
-    fn = ctypes.CDLL(str(lib)).gemv_bf16
-    fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
-    fn.restype = None
-    _bf16_gemv = fn
-    return fn
+            raise RuntimeError(f"gpt_mini's CPU kernel did not compile with {' '.join(cc)} ({first}): "
+                               f"use --precision fp32 or int8")
+        os.replace(tmp, path)
+    lib = ctypes.CDLL(str(path))
+    for fn in (lib.gemv_f32, lib.gemv_bf16):
+        fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
+        fn.restype = None
+    _gemv_lib = lib
+    return lib
 
 # %% ../nbs/09_sampling.ipynb 65
-class Bf16Linear(nn.Module):
-    "A Linear layer for inference whose weight is stored in bfloat16; one-row products run `bf16_gemv`'s kernel."
-    def __init__(self, linear: nn.Linear):
+class GemvLinear(nn.Module):
+    "A Linear layer for inference, its weight kept in `dtype` (float32 or bfloat16); one-row products run `GEMV_C`."
+    def __init__(self, linear: nn.Linear, dtype: torch.dtype = torch.bfloat16):
         super().__init__()
+        if dtype not in (torch.float32, torch.bfloat16): raise ValueError(f"GemvLinear keeps float32 or bfloat16 weights, not {dtype}")
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.register_buffer("weight", linear.weight.detach().to(torch.bfloat16).contiguous())
+        self.register_buffer("weight", linear.weight.detach().to(dtype).contiguous())
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().contiguous())
-        self.gemv = bf16_gemv()
+        self.kernel = "gemv_bf16" if dtype == torch.bfloat16 else "gemv_f32"  # a name: the module stays copyable
+        gemv_kernels()
     def forward(self, x):
         if x.numel() != self.in_features or x.dtype != torch.float32 or x.requires_grad:  # a prompt, or not inference
             return nn.functional.linear(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
         x = x.contiguous(); y = x.new_empty(*x.shape[:-1], self.out_features)
-        self.gemv(x.data_ptr(), self.weight.data_ptr(), None if self.bias is None else self.bias.data_ptr(), y.data_ptr(),
-                  self.out_features, self.in_features, torch.get_num_threads())
+        getattr(gemv_kernels(), self.kernel)(x.data_ptr(), self.weight.data_ptr(), None if self.bias is None else
+                                             self.bias.data_ptr(), y.data_ptr(), self.out_features, self.in_features,
+                                             torch.get_num_threads())
         return y
-    def extra_repr(self): return f"in_features={self.in_features}, out_features={self.out_features}, bf16 weights"
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, {str(self.weight.dtype)[6:]} weights"
 
-def bf16_for_cpu(model: GPT) -> GPT:
-    "A copy of `model` for CPU inference with every Linear weight in bfloat16 (`Bf16Linear`). `model` is untouched."
+def gemv_for_cpu(model: GPT, dtype: torch.dtype = torch.bfloat16) -> GPT:
+    "A copy of `model` for CPU inference with every Linear on `GEMV_C`, its weights in `dtype`. `model` is untouched."
     import copy
     if model.device.type != "cpu":
-        raise ValueError(f"bf16 weights with gpt_mini's kernel are for CPUs, and this model is on {model.device}: load "
-                         f"it on the CPU (--device cpu, or model.cpu()), or sample it as it is")
-    bf16_gemv()  # the RuntimeError that says why, before any copying
+        raise ValueError(f"gpt_mini's CPU kernel is for CPUs, and this model is on {model.device}: load it on the CPU "
+                         f"(--device cpu, or model.cpu()), or sample it as it is")
+    gemv_kernels()  # the RuntimeError that says why, before any copying
     cpu_copy = copy.deepcopy(model).float().eval()
     for parent in list(cpu_copy.modules()):
         for name, child in list(parent.named_children()):
-            if type(child) is nn.Linear: setattr(parent, name, Bf16Linear(child))
+            if type(child) is nn.Linear: setattr(parent, name, GemvLinear(child, dtype))
     return cpu_copy
 
 # %% ../nbs/09_sampling.ipynb 71
@@ -444,11 +486,11 @@ def _ms_per_token(models: list, n: int = 8, rounds: int = 2) -> list[float]:
 def cpu_sampling_copy(model: GPT, precision: str = "auto") -> tuple[GPT, str]:
     """The model to sample from on a CPU, and a phrase saying which it is and why. `fp32`: `model` itself. `bf16`, `int8`:
     its copy with rounded weights. `auto`: the int8 copy when its KL divergence from float32 (`quality_vs_fp32`) is at
-    most `MAX_KL`, else the fastest of plain float32, oneDNN-packed float32 and bf16 (if within `MAX_KL`), timed here."""
+    most `MAX_KL`, else the fastest here of float32 (plain, oneDNN-packed, on `GEMV_C`) and bf16 (if within `MAX_KL`)."""
     if precision not in PRECISIONS: raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "fp32": return model, "float32 as trained (asked for)"
     if precision == "int8": return quantize_for_cpu(model), "int8 (asked for)"
-    if precision == "bf16": return bf16_for_cpu(model), "bf16 weights (asked for)"
+    if precision == "bf16": return gemv_for_cpu(model, torch.bfloat16), "bf16 weights (asked for)"
     try: int8 = quantize_for_cpu(model)
     except (RuntimeError, ValueError): int8 = None  # a build without int8 kernels, or a model that is not on the CPU
     try: kl, agree = quality_vs_fp32(model, int8) if int8 is not None else (math.inf, 0.0)
@@ -460,10 +502,11 @@ def cpu_sampling_copy(model: GPT, precision: str = "auto") -> tuple[GPT, str]:
     try: paths["float32 on oneDNN"] = pack_for_cpu(model)
     except RuntimeError: pass  # a torch without oneDNN
     try:
-        bf16 = bf16_for_cpu(model); bf16_kl = quality_vs_fp32(model, bf16)[0]
+        paths["float32 on gpt_mini's kernel"] = gemv_for_cpu(model, torch.float32)
+        bf16 = gemv_for_cpu(model, torch.bfloat16); bf16_kl = quality_vs_fp32(model, bf16)[0]
         if bf16_kl <= MAX_KL: paths[f"bf16 weights, {bf16_kl:.1e} nats from float32"] = bf16
         else: why += f"; bf16 was {bf16_kl:.3f} nats"
-    except (RuntimeError, ValueError) as e: why += "; no bf16 kernel: " + str(e).split(":")[0]
+    except (RuntimeError, ValueError) as e: why += "; no kernel of gpt_mini's: " + str(e).split(":")[0]
     ms = dict(zip(paths, _ms_per_token(list(paths.values()))))
     best = min(ms, key=ms.get)
     if len(ms) == 1: return model, f"float32 ({why})"
@@ -531,7 +574,7 @@ def sample_cli(argv: list[str] | None = None) -> int:
                         help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: %(default)s)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="on a CPU: fp32 (the model as trained, the same text for a --seed on every machine; the "
-                             "default), int8 (2-3x faster, see `quantize_for_cpu`), bf16 (see `bf16_for_cpu`) or auto (the "
+                             "default), int8 (2-3x faster, see `quantize_for_cpu`), bf16 (see `gemv_for_cpu`) or auto (the "
                              "app's pick: int8 where it keeps the next-token distributions, else the fastest float32 or "
                              "bf16 path; said on stderr)")
     parser.add_argument("--int8", action="store_const", dest="precision", const="int8", help="the same as --precision int8")

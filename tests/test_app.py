@@ -232,6 +232,9 @@ def test_a_run_folder_on_a_cpu_is_served_on_the_fast_cpu_path(run_dir):
     half, _, why = load_sampler_model(run_dir, device="cpu", precision="bf16")
     assert "bf16 weights" in model_facts(half) and why == "bf16 weights (asked for)"
     assert len(list(generate(half, [1, 2, 3], 5, seed=0))) == 5
+    import torch
+    from gpt_mini.sampling import gemv_for_cpu  # auto's float32 candidate on gpt_mini's kernel, as the facts line names it
+    assert "cpu, float32 on gpt_mini's kernel" in model_facts(gemv_for_cpu(memory, torch.float32))
 
 
 def test_the_facts_line_says_which_path_serves_and_why(run_dir):

@@ -40,6 +40,8 @@ def test_cpu_sample_quick(bench, capsys):
         assert "int8" in paths
     if "gpt_mini bf16 weights" in names:  # two bytes a weight (the token table stays float32: one row read)
         assert 0.45 < by["gpt_mini bf16 weights"] / by["gpt_mini fp32"] < 0.55 and "bf16" in paths
+    if "gpt_mini fp32 (gpt_mini's kernel)" in names:  # the same float32 bytes, read by gpt_mini's kernel
+        assert by["gpt_mini fp32 (gpt_mini's kernel)"] == by["gpt_mini fp32"]
     assert all(0 <= q["top1_agreement"] <= 1 and q["tokens"] > 0 for q in out["quality"])
 
 def test_cpu_train_quick(bench, capsys):

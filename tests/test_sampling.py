@@ -176,11 +176,11 @@ def _rounded_to_bf16(model):
     return ref
 
 
-def test_bf16_for_cpu_is_float32_math_on_bf16_weights(tiny_model):
+def test_gemv_for_cpu_is_float32_math_on_bf16_weights(tiny_model):
     from gpt_mini.model import generate
-    from gpt_mini.sampling import Bf16Linear, bf16_for_cpu
-    half = bf16_for_cpu(tiny_model)
-    layers = [m for m in half.modules() if isinstance(m, Bf16Linear)]
+    from gpt_mini.sampling import GemvLinear, gemv_for_cpu
+    half = gemv_for_cpu(tiny_model)  # bf16 by default
+    layers = [m for m in half.modules() if isinstance(m, GemvLinear)]
     assert len(layers) == 4 * tiny_model.config.n_layer + 1 and all(m.weight.dtype == torch.bfloat16 for m in layers)
     assert not any(type(m) is torch.nn.Linear for m in half.modules())
     assert isinstance(tiny_model.lm_head, torch.nn.Linear)  # the original is untouched
@@ -194,34 +194,48 @@ def test_bf16_for_cpu_is_float32_math_on_bf16_weights(tiny_model):
     assert list(generate(half, prompt, 30, temperature=0)) == list(generate(ref, prompt, 30, temperature=0))
 
 
+def test_gemv_for_cpu_in_float32_is_the_same_model(tiny_model):
+    from gpt_mini.model import generate
+    from gpt_mini.sampling import GemvLinear, gemv_for_cpu
+    streamed = gemv_for_cpu(tiny_model, torch.float32)
+    assert all(m.weight.dtype == torch.float32 for m in streamed.modules() if isinstance(m, GemvLinear))
+    with torch.inference_mode():
+        h = tiny_model.hidden(torch.tensor([[5, 6, 7]]))[:, -1:]
+        assert (streamed.lm_head(h) - tiny_model.lm_head(h)).abs().max() < 1e-5
+    assert list(generate(streamed, [1, 2, 3], 30, temperature=0)) == list(generate(tiny_model, [1, 2, 3], 30, temperature=0))
+    with pytest.raises(ValueError, match="float32 or bfloat16"): GemvLinear(torch.nn.Linear(4, 4), torch.float16)
+
+
 @pytest.mark.parametrize("n, k", [(8, 32), (13, 40), (64, 96), (3, 1)])
-def test_bf16_kernel_on_every_shape(n, k):
-    from gpt_mini.sampling import bf16_gemv
-    w, x, b = torch.randn(n, k).bfloat16(), torch.randn(k), torch.randn(n)
+def test_gemv_kernels_on_every_shape(n, k):
+    from gpt_mini.sampling import gemv_kernels
+    w, x, b = torch.randn(n, k), torch.randn(k), torch.randn(n)
+    wb = w.bfloat16()
     for bias in (b, None):
-        y = torch.full((n,), float("nan"))
-        bf16_gemv()(x.data_ptr(), w.data_ptr(), None if bias is None else bias.data_ptr(), y.data_ptr(), n, k, 2)
-        want = w.float() @ x + (0 if bias is None else bias)
-        assert torch.allclose(y, want, atol=1e-4, rtol=1e-4), (n, k, bias is None)
+        for kernel, weights, want in ((gemv_kernels().gemv_bf16, wb, wb.float() @ x), (gemv_kernels().gemv_f32, w, w @ x)):
+            y = torch.full((n,), float("nan"))
+            kernel(x.data_ptr(), weights.data_ptr(), None if bias is None else bias.data_ptr(), y.data_ptr(), n, k, 2)
+            assert torch.allclose(y, want + (0 if bias is None else bias), atol=1e-4, rtol=1e-4), (n, k, kernel)
 
 
-def test_bf16_kernel_says_in_one_line_why_it_cannot_build(monkeypatch, tmp_path):
+def test_gemv_kernels_say_in_one_line_why_they_cannot_build(monkeypatch, tmp_path):
     import gpt_mini.sampling as S
-    monkeypatch.setattr(S, "_bf16_gemv", None)  # as in a fresh process
+    monkeypatch.setattr(S, "_gemv_lib", None)  # as in a fresh process
     monkeypatch.setenv("GPT_MINI_CACHE", str(tmp_path))  # nothing built yet
     monkeypatch.setenv("CC", str(tmp_path/"no-such-cc"))
-    with pytest.raises(RuntimeError, match="need a C compiler") as e: S.bf16_gemv()
+    with pytest.raises(RuntimeError, match="needs a C compiler") as e: S.gemv_kernels()
     assert "CC" in str(e.value) and "\n" not in str(e.value)
     monkeypatch.setenv("CC", "false")  # a compiler that fails
-    with pytest.raises(RuntimeError, match="did not compile with false") as e: S.bf16_for_cpu(GPT(GPTConfig.from_preset("tiny")))
+    with pytest.raises(RuntimeError, match="did not compile with false") as e: S.gemv_for_cpu(GPT(GPTConfig.from_preset("tiny")))
     assert "\n" not in str(e.value) and "--precision fp32" in str(e.value)
+    assert not list(tmp_path.glob("kernels/*.so"))  # no half-built library left to load next time
 
 
 def test_sample_cli_bf16(run_dir, tiny_model, capsys):
-    from gpt_mini.sampling import bf16_for_cpu
+    from gpt_mini.sampling import gemv_for_cpu
     assert sample_cli(["--ckpt", str(run_dir), *ARGS, "--seed", "3", "--precision", "bf16", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert out == "ROMEO:" + "".join(stream_text(bf16_for_cpu(tiny_model), "ROMEO:", 15, 0.9, 30, 0.95, 3)) + "\n"
+    assert out == "ROMEO:" + "".join(stream_text(gemv_for_cpu(tiny_model), "ROMEO:", 15, 0.9, 30, 0.95, 3)) + "\n"
 
 
 def test_sample_cli_precision(run_dir, tiny_model, capsys):
