@@ -435,7 +435,8 @@ class GemvLinear(nn.Module):
         self.kernel = "gemv_bf16" if dtype == torch.bfloat16 else "gemv_f32"  # a name: the module stays copyable
         gemv_kernels()
     def forward(self, x):
-        if x.numel() != self.in_features or x.dtype != torch.float32 or x.requires_grad:  # a prompt, or not inference
+        if x.numel() != self.in_features or x.dtype != torch.float32 or x.requires_grad or not x.is_cpu:
+            # a prompt, not inference, or moved off the CPU (the kernel reads host memory): torch's product
             return nn.functional.linear(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
         x = x.contiguous(); y = x.new_empty(*x.shape[:-1], self.out_features)
         getattr(gemv_kernels(), self.kernel)(x.data_ptr(), self.weight.data_ptr(), None if self.bias is None else

@@ -204,6 +204,8 @@ def test_gemv_for_cpu_in_float32_is_the_same_model(tiny_model):
         assert (streamed.lm_head(h) - tiny_model.lm_head(h)).abs().max() < 1e-5
     assert list(generate(streamed, [1, 2, 3], 30, temperature=0)) == list(generate(tiny_model, [1, 2, 3], 30, temperature=0))
     with pytest.raises(ValueError, match="float32 or bfloat16"): GemvLinear(torch.nn.Linear(4, 4), torch.float16)
+    moved = GemvLinear(torch.nn.Linear(32, 8)).to("meta")  # off the CPU: never a host pointer into the C kernel
+    assert moved(torch.empty(1, 1, 32, device="meta")).shape == (1, 1, 8)
 
 
 @pytest.mark.parametrize("n, k", [(8, 32), (13, 40), (64, 96), (3, 1)])
