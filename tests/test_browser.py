@@ -5,7 +5,8 @@ test-artifacts/sampler.png (git-ignored). The browser may only talk to the local
 
 To refresh the README's picture, docs/images/sampler.png, from a trained run rather than the tiny untrained model:
     GPT_MINI_SCREENSHOT_RUN=nbs/runs/small python -m pytest tests/test_browser.py -k streamed
-(and GPT_MINI_SCREENSHOT_SEED=N to show the sample of seed N rather than a random one).
+(and GPT_MINI_SCREENSHOT_SEED=N to show the sample of seed N rather than a random one, GPT_MINI_SCREENSHOT_PRECISION=int8
+or fp32 to serve that path rather than the one `auto` picks).
 """
 import os, shutil, threading, time
 from pathlib import Path
@@ -28,7 +29,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 def url():
     import torch
     torch.manual_seed(0)
-    if SCREENSHOT_RUN: demo = build_demo(Path(SCREENSHOT_RUN), device="cpu")
+    if SCREENSHOT_RUN:
+        demo = build_demo(Path(SCREENSHOT_RUN), device="cpu", precision=os.environ.get("GPT_MINI_SCREENSHOT_PRECISION", "auto"))
     else:
         model = GPT(GPTConfig.from_preset("tiny"))
         # The tiny model writes ~500 tokens/s, so a long generation could end before a click on Stop reaches the
