@@ -313,5 +313,6 @@ d = { 'settings': { 'branch': 'main',
                                 'gpt_mini.train.TrainResult': ('train.html#trainresult', 'gpt_mini/train.py'),
                                 'gpt_mini.train.TrainingDiverged': ('train.html#trainingdiverged', 'gpt_mini/train.py'),
                                 'gpt_mini.train.ensure_run': ('train.html#ensure_run', 'gpt_mini/train.py'),
+                                'gpt_mini.train.result_file': ('train.html#result_file', 'gpt_mini/train.py'),
                                 'gpt_mini.train.train': ('train.html#train', 'gpt_mini/train.py'),
                                 'gpt_mini.train.train_cli': ('train.html#train_cli', 'gpt_mini/train.py')}}}

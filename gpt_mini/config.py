@@ -208,7 +208,7 @@ def build_parser(prog: str = "gpt-mini train") -> argparse.ArgumentParser:
         epilog="presets (what each changes from the defaults):\n" + _preset_table() + "\n\n"
                "examples:\n  gpt-mini train                                # the small CPU preset on tiny Shakespeare\n"
                "  gpt-mini train --preset original              # the original recipe: GPT-2 124M, 5000 steps (GPU)\n"
-               "  gpt-mini train --preset tuned                 # the same model and target in half the tokens\n"
+               "  gpt-mini train --preset tuned                 # the same model and target, set to memorize sooner\n"
                "  gpt-mini train --data my.txt --steps 2000 --out runs/mine\n"
                "  gpt-mini train --out runs/mine --resume       # continue an interrupted run\n"
                "  gpt-mini train --config runs/mine/train_config.json --out runs/again   # repeat a run\n"

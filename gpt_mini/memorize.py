@@ -56,7 +56,7 @@ def longest_common_substring(a, b) -> tuple[int, int, int]:
         else: hi = mid - 1
     return best
 
-# %% ../nbs/10_memorization.ipynb 19
+# %% ../nbs/10_memorization.ipynb 22
 def explore_attention(model, prompt: str, layer: int = 0, head: int = 0):
     "Explorer logic: (figure of `layer`/`head`'s attention on `prompt`, with the tokens on both axes; a summary line)."
     if not prompt or not prompt.strip(): raise ValueError("The prompt is empty: type a few words to look at.")

@@ -29,14 +29,15 @@ from .config import TrainConfig, config_from_args, write_train_config
 from .schedule import lr_at
 from .step import (dist_env, init_distributed, initial_model, keep_freed_memory, make_optimizer, mean_loss,
                            pick_precision, rng_state, seed_everything, set_lr, set_rng_state, train_step)  # chapter 07
-from .run import (CheckpointError, atomic_write, atomic_write_text, check_no_links, library_versions, load_model,
-                          mark_run_folder, open_log, pick_device, read_state, refuse_foreign_folder, remove_stale_temps,
-                          run_lock, save_model, state_path)
+from .run import (GIT_URL, CheckpointError, atomic_write, atomic_write_text, check_no_links, library_versions,
+                          load_model, mark_run_folder, open_log, pick_device, read_state, refuse_foreign_folder,
+                          remove_stale_temps, run_lock, save_model, state_path)
 from .run import (LivePlot, check_metrics_packages, display_attached, format_log_line, history_from_metrics,
                           keep_metrics_until, loss_figure, metrics_hooks_for, perplexity)  # what a run shows (chapter 05)
 
 # %% auto 0
-__all__ = ['QUICK_CPU_RUN', 'TrainingDiverged', 'TrainResult', 'train', 'RunState', 'train_cli', 'ensure_run']
+__all__ = ['QUICK_CPU_RUN', 'RESULTS_124M', 'TrainingDiverged', 'TrainResult', 'train', 'RunState', 'train_cli', 'ensure_run',
+           'result_file']
 
 # %% ../nbs/08_train.ipynb 8
 class TrainingDiverged(RuntimeError):
@@ -460,6 +461,20 @@ def ensure_run(run_dir: str | os.PathLike = "runs/small", preset: str = "small",
         train(TrainConfig.from_preset(preset, **{"out": str(run_dir), "overwrite": True, **quick, **changes}))
     return run_dir
 
-# %% ../nbs/08_train.ipynb 70
+# %% ../nbs/08_train.ipynb 65
+RESULTS_124M = "results/gpt2-124m-tuned"  # the small files of the tuned 124M run on a 2-core CPU (its weights are not kept)
+
+def result_file(name: str, folder: str = RESULTS_124M) -> bytes:
+    "A file of a run kept in the repository: from this checkout if there is one, else (Colab) from the repository online."
+    here = Path.cwd()
+    for root in (here, here.parent, Path(__file__).resolve().parents[1] if "__file__" in globals() else here):
+        if (root/folder/name).is_file(): return (root/folder/name).read_bytes()
+    from urllib.request import urlopen
+    url = f"{GIT_URL.replace('github.com', 'raw.githubusercontent.com')}/main/{folder}/{name}"
+    try:
+        with urlopen(url, timeout=30) as response: return response.read()
+    except OSError as e: raise FileNotFoundError(f"{folder}/{name}: not in this checkout, and {url} could not be read ({e})") from None
+
+# %% ../nbs/08_train.ipynb 76
 if __name__ == "__main__" and "__file__" in globals():  # `python -m gpt_mini.train` (torchrun too); never this cell
     sys.exit(train_cli())

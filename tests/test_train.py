@@ -690,3 +690,35 @@ def test_training_into_a_linked_run_folder(tmp_path):
     (tmp_path/"big").mkdir(); (tmp_path/"runs").symlink_to(tmp_path/"big")
     r = train(quick(tmp_path, name="runs/x"))
     assert r.steps_done == 12 and (tmp_path/"big"/"x"/"metrics.jsonl").is_file()
+
+
+# ------------------------------------------------------------------------------------- the 124M run kept in results/
+def test_the_tuned_124m_run_is_kept_in_the_repository(tmp_path, monkeypatch):
+    "results/gpt2-124m-tuned holds the small files of a real GPT-2 124M run of the tuned preset, read without a network."
+    def offline(*args, **kwargs): raise AssertionError("result_file went online although this checkout has the file")
+    monkeypatch.setattr("urllib.request.urlopen", offline)
+    monkeypatch.chdir(tmp_path)  # found through the package's own checkout, not the working folder
+    meta = json.loads(T.result_file("meta.json"))
+    assert meta["params"] == 124_439_808 and meta["preset"] == "tuned" and meta["data"]["train_tokens"] == 304_223
+    assert json.loads(T.result_file("config.json"))["n_layer"] == 12
+    assert T.result_file("loss.png")[:8] == b"\x89PNG\r\n\x1a\n" and T.result_file("sample_output.txt").strip()
+    # the preset reproduces the run: every setting but the run folder (and the horizon, which a resume may extend)
+    kept = json.loads(T.result_file("train_config.json"))
+    preset = T.TrainConfig.from_preset("tuned").to_dict()
+    assert {k: v for k, v in kept.items() if k not in ("out", "steps")} == \
+           {k: v for k, v in preset.items() if k in kept and k not in ("out", "steps")}
+    log = T.result_file("train.log").decode("utf-8").splitlines()
+    steps = [l for l in log if l.startswith("step ")]
+    assert steps[-1].startswith(f"step {meta['steps_done'] - 1}/")  # the last step is always logged
+    losses = [float(l.split(" | ")[1].split()[1]) for l in steps]
+    assert losses[0] > 10 and min(losses) < 3
+    assert meta["best_val_loss"] < meta["baselines"]["bigram"]  # it learned more than pair counts before it memorized
+    if meta["stop_reason"] == "target": assert losses[-1] < 0.099999 and meta["final_train_loss"] < 0.099999
+
+
+def test_a_result_file_that_is_nowhere_is_one_line(tmp_path, monkeypatch):
+    def offline(url, timeout=None): raise OSError("no network")
+    monkeypatch.setattr("urllib.request.urlopen", offline)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"results/gpt2-124m-tuned/nope\.txt: not in this checkout, and https://raw"):
+        T.result_file("nope.txt")
