@@ -63,21 +63,21 @@ def weight_bytes_per_token(model) -> int:
 
 def quantized(model):
     "gpt_mini's int8 CPU path, if the library has it (None otherwise)."
-    import gpt_mini.sampling as M  # chapter 09's CPU paths
+    import gpt_mini.cpu as M  # chapter 15's CPU paths
     q = getattr(M, "quantize_for_cpu", None)
     return q(model) if q is not None else None
 
 def on_kernel(model, dtype=torch.bfloat16):
     "gpt_mini's CPU path on its own C kernel, if the library has it and it builds here (None otherwise, and why)."
-    import gpt_mini.sampling as M
+    import gpt_mini.cpu as M
     to_kernel = getattr(M, "gemv_for_cpu", None)
-    if to_kernel is None: return None, "gpt_mini.sampling has no gemv_for_cpu: its own kernel not measured"
+    if to_kernel is None: return None, "gpt_mini.cpu has no gemv_for_cpu: its own kernel not measured"
     try: return to_kernel(model, dtype), None
     except RuntimeError as e: return None, f"gpt_mini's own kernel: not measured ({e})"
 
 def packed(model):
     "gpt_mini's float32 CPU path with oneDNN-packed Linear weights, if the library has it (None otherwise)."
-    import gpt_mini.sampling as M
+    import gpt_mini.cpu as M
     pack = getattr(M, "pack_for_cpu", None)
     return pack(model) if pack is not None and torch.backends.mkldnn.is_available() else None
 
@@ -316,7 +316,7 @@ def main(argv=None) -> dict:
                      else f"trained run: {run_dir} (tiny Shakespeare's first 90%; these windows are from the last 10%)")
         md += B.report("bf16 and int8 vs fp32 on held-out text (last 10% of tiny Shakespeare)", rows, notes)
     else:
-        md += B.report("bf16 and int8 vs fp32", [], ["gpt_mini.sampling has neither gemv_for_cpu nor quantize_for_cpu: not measured"])
+        md += B.report("bf16 and int8 vs fp32", [], ["gpt_mini.cpu has neither gemv_for_cpu nor quantize_for_cpu: not measured"])
     out["quality"] = rows
     out["markdown"] = md
     return out

@@ -18,8 +18,8 @@ import torch
 # %% auto 0
 __all__ = ['TINY_SHAKESPEARE_URL', 'DATA_ENV', 'CACHE_ENV', 'TOKENIZER_NAME', 'DataError', 'cache_dir',
            'download_tiny_shakespeare', 'find_text', 'read_text', 'get_tokenizer', 'encode', 'decode', 'text_sha256',
-           'tokenize_cached', 'TextData', 'split_ids', 'load_dataset', 'Batches', 'unigram_probs', 'BigramModel',
-           'baseline_losses']
+           'tokenize_cached', 'TextData', 'split_ids', 'load_dataset', 'get_batch', 'Batches', 'unigram_probs',
+           'BigramModel', 'baseline_losses']
 
 # %% ../nbs/00_data.ipynb 7
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -40,7 +40,7 @@ def download_tiny_shakespeare(dest: Path | None = None, url: str = TINY_SHAKESPE
     "Download tiny Shakespeare once into the cache (atomically) and return its path."
     dest = Path(dest) if dest else cache_dir()/"tinyshakespeare.txt"
     if dest.exists() and dest.stat().st_size > 0: return dest
-    from gpt_mini.run import CheckpointError, atomic_write  # chapter 05: written whole or not at all, never a half file
+    from gpt_mini.run import CheckpointError, atomic_write  # chapter 10: written whole or not at all, never a half file
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r: atomic_write(dest, lambda f: f.write(r.read()))
     except (OSError, CheckpointError) as e:
@@ -116,7 +116,7 @@ def tokenize_cached(text: str, cache: bool = True) -> np.ndarray:
         except (OSError, ValueError): pass  # a damaged cache file is rebuilt below
     ids = np.asarray(encode(text), dtype=np.uint16)
     if cache:
-        from gpt_mini.run import CheckpointError, atomic_write  # chapter 05: a killed process leaves no half cache file
+        from gpt_mini.run import CheckpointError, atomic_write  # chapter 10: a killed process leaves no half cache file
         try: atomic_write(path, lambda f: np.save(f, ids))
         except CheckpointError: pass  # a cache that cannot be written (read-only, full) only makes the next start slower
     return ids
@@ -149,6 +149,15 @@ def load_dataset(path: str | os.PathLike | None = None, val_frac: float = 0.1, c
     return TextData(train, val, p, text_sha256(text), len(text))
 
 # %% ../nbs/00_data.ipynb 33
+def get_batch(ids, batch_size: int, seq_len: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    "`batch_size` windows of `seq_len` token ids starting at random places (x), and the same windows one token on (y)."
+    ids = torch.from_numpy(np.asarray(ids, dtype=np.int64))
+    starts = torch.randint(0, len(ids) - seq_len, (batch_size,), generator=generator).tolist()
+    x = torch.stack([ids[s:s + seq_len] for s in starts])
+    y = torch.stack([ids[s + 1:s + seq_len + 1] for s in starts])
+    return x, y
+
+# %% ../nbs/00_data.ipynb 37
 class Batches:
     "Endless (x, y) batches of shape (batch_size, seq_len) from a 1-D array of token ids."
     def __init__(self, ids, batch_size: int, seq_len: int, mode: str = "random", seed: int = 0,
@@ -192,13 +201,13 @@ class Batches:
     def load_state_dict(self, state: dict):
         self.pos = int(state["pos"]); self.gen.set_state(state["gen"])
 
-# %% ../nbs/00_data.ipynb 40
+# %% ../nbs/00_data.ipynb 44
 def unigram_probs(train_ids, vocab_size: int = 50257) -> np.ndarray:
     "P(token) from counts over `train_ids`, add-one smoothed so that no token has probability 0."
     counts = np.bincount(np.asarray(train_ids, dtype=np.int64), minlength=vocab_size).astype(np.float64)
     return (counts + 1) / (counts.sum() + vocab_size)
 
-# %% ../nbs/00_data.ipynb 41
+# %% ../nbs/00_data.ipynb 45
 class BigramModel:
     "P(next | previous) from pair counts over `train_ids`, interpolated with the unigram (Witten-Bell)."
     def __init__(self, train_ids, vocab_size: int = 50257):
@@ -223,7 +232,7 @@ class BigramModel:
         counted = np.divide(self.pair_count(prev, nxt), c, out=np.zeros_like(c), where=c > 0)
         return trust * counted + (1 - trust) * self.unigram[nxt]
 
-# %% ../nbs/00_data.ipynb 42
+# %% ../nbs/00_data.ipynb 46
 def baseline_losses(train_ids, val_ids, vocab_size: int = 50257) -> dict[str, float]:
     "Mean cross-entropy (nats per token) on `val_ids` of the unigram and the bigram models counted on `train_ids`."
     val = np.asarray(val_ids, dtype=np.int64)

@@ -20,9 +20,9 @@ from pathlib import Path
 from . import __version__
 from .data import TOKENIZER_NAME, get_tokenizer
 from .model import GPT, num_params
-# the run folder (chapter 05): the only way this chapter reads a run
+# the run folder (chapter 10): the only way this chapter reads a run
 from .run import GIT_URL, CheckpointError, atomic_write_text, load_model, read_config
-from .config import CLIParser, one_line  # every subcommand's parser (chapter 06)
+from .config import CLIParser, one_line  # every subcommand's parser (chapter 11)
 
 # %% auto 0
 __all__ = ['EOT', 'KNOWN_TEXTS', 'MARKER', 'byte_chars', 'token_text', 'bpe_ranks', 'bpe_merges', 'tokenizer_files', 'model_card',
@@ -142,8 +142,9 @@ def _training_rows(meta: dict) -> list[tuple[str, str]]:
     if _is_int(cfg.get("batch_size")) and _is_int(cfg.get("seq_len")):
         batch = f"{cfg['batch_size']} × {cfg['seq_len']} tokens"
         if _is_int(cfg.get("grad_accum")) and cfg["grad_accum"] > 1: batch += f" × {cfg['grad_accum']} accumulated"
-        if _is_num(cfg.get("lr")) and _is_num(cfg.get("min_lr")):
-            batch += f", learning rate {cfg['lr']:g} → {cfg['min_lr']:g}"
+        if _is_num(cfg.get("lr")) and (_is_num(cfg.get("min_lr")) or cfg.get("min_lr") is None):
+            floor = cfg["lr"] / 10 if cfg.get("min_lr") is None else cfg["min_lr"]  # None: a tenth of the peak
+            batch += f", learning rate {cfg['lr']:g} → {floor:g}"
         rows.append(("batch", batch))
     losses = [f"{label} {meta[key]:.3f}" for label, key in
               (("training, last step", "final_train_loss"), ("training, best step", "best_train_loss"),

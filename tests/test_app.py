@@ -233,7 +233,7 @@ def test_a_run_folder_on_a_cpu_is_served_on_the_fast_cpu_path(run_dir):
     assert "bf16 weights" in model_facts(half) and why == "bf16 weights (asked for)"
     assert len(list(generate(half, [1, 2, 3], 5, seed=0))) == 5
     import torch
-    from gpt_mini.sampling import gemv_for_cpu  # auto's float32 candidate on gpt_mini's kernel, as the facts line names it
+    from gpt_mini.cpu import gemv_for_cpu  # auto's float32 candidate on gpt_mini's kernel, as the facts line names it
     assert "cpu, float32 on gpt_mini's kernel" in model_facts(gemv_for_cpu(memory, torch.float32))
 
 

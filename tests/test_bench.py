@@ -82,7 +82,7 @@ def test_run_py_is_one_command(tmp_path):
 
 def test_quantize_for_cpu_is_an_int8_copy():
     from gpt_mini.model import GPT, GPTConfig, generate
-    from gpt_mini.sampling import quantize_for_cpu
+    from gpt_mini.cpu import quantize_for_cpu
     torch.manual_seed(0)
     model = GPT(GPTConfig.from_preset("tiny")).eval()
     q = quantize_for_cpu(model)
@@ -99,7 +99,7 @@ def test_int8_linear_is_torch_ao_dynamic_quantization_without_its_python():
     import copy, warnings
     from torch.ao.quantization import quantize_dynamic, per_channel_dynamic_qconfig
     from gpt_mini.model import GPT, GPTConfig, generate
-    from gpt_mini.sampling import Int8Linear, quantize_for_cpu
+    from gpt_mini.cpu import Int8Linear, quantize_for_cpu
     torch.manual_seed(0)
     model = GPT(GPTConfig.from_preset("tiny")).eval()
     with warnings.catch_warnings():
@@ -119,7 +119,7 @@ def test_int8_linear_is_torch_ao_dynamic_quantization_without_its_python():
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
 def test_pack_for_cpu_is_the_same_float32_model():
     from gpt_mini.model import GPT, GPTConfig, generate
-    from gpt_mini.sampling import pack_for_cpu
+    from gpt_mini.cpu import pack_for_cpu
     torch.manual_seed(0)
     model = GPT(GPTConfig.from_preset("tiny")).eval()
     packed = pack_for_cpu(model)

@@ -42,3 +42,14 @@ def test_bad_config_files_are_named(tmp_path, capsys, content, fragment):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert fragment in err and str(path) in err
+
+
+def test_min_lr_follows_the_peak_unless_given():
+    "`--lr 5e-5` alone trains (the floor is a tenth of the peak); an explicit floor above the peak is still refused."
+    from gpt_mini.config import config_from_args
+    cfg = config_from_args(["--lr", "5e-5"])
+    assert cfg.min_lr is None and cfg.floor_lr == pytest.approx(5e-6)
+    assert config_from_args([]).floor_lr == pytest.approx(1e-4)  # the small preset's floor, as before
+    assert config_from_args(["--lr", "5e-5", "--min-lr", "1e-6"]).floor_lr == 1e-6
+    with pytest.raises(SystemExit) as e: config_from_args(["--lr", "5e-5", "--min-lr", "1e-4"])
+    assert e.value.code == 2

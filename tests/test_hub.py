@@ -29,8 +29,9 @@ def run_dir(tmp_path_factory) -> Path:
         pytest.skip("tiny Shakespeare is not available here (set GPT_MINI_DATA)")
     os.environ.setdefault("GPT_MINI_DATA", str(ROOT.parent/"shared"/"data"/"tinyshakespeare.txt"))
     out = tmp_path_factory.mktemp("runs")/"tiny"
+    # trained at the model's full context (64): transformers' generate does not slide a window past the last position
     return train(TrainConfig.from_preset("tiny", out=str(out), steps=10, eval_every=5, overwrite=True, progress=False,
-                                         live_plot=False)).run_dir
+                                         live_plot=False, seq_len=64)).run_dir
 
 @pytest.fixture(scope="module")
 def exported(run_dir, tmp_path_factory) -> Path:

@@ -1,4 +1,4 @@
-"""What a trained model learned (chapter 10): the longest common substring, right on random cases and fast on the
+"""What a trained model learned (chapter 08): the longest common substring, right on random cases and fast on the
 whole corpus; and the attention explorer."""
 
 import numpy as np

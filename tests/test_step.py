@@ -1,4 +1,4 @@
-"""One training step's parts (chapter 07): number format, memory, the optimizer, the loss of a measurement."""
+"""One training step's parts (chapter 05): number format, memory, the optimizer, the loss of a measurement."""
 import math
 import os
 import subprocess

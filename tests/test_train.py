@@ -18,7 +18,7 @@ import torch
 
 import gpt_mini.train as T
 from gpt_mini.config import config_from_args
-from gpt_mini.model import GPTConfig
+from gpt_mini.model import GPT, GPTConfig
 from gpt_mini.run import format_log_line, history_from_metrics, perplexity, read_metrics, smooth
 from gpt_mini.schedule import lr_after_step
 from gpt_mini.train import CheckpointError, TrainConfig, TrainingDiverged, ensure_run, load_model, train, train_cli
@@ -426,10 +426,13 @@ def test_cli_trains_and_reports(tmp_path, capsys):
     assert train_cli(argv) == 0
     captured = capsys.readouterr().out
     assert "step 0/4 | loss" in captured and f"{out}: 4 steps" in captured
-    assert load_model(out).config == GPTConfig.from_preset("tiny")
+    # trained on 16-token windows: the saved model declares a 16-token context, and the log says so
+    assert load_model(out).config == GPTConfig.from_preset("tiny", block_size=16)
+    assert "saved model declares a context of 16" in (out/"logs"/"train.log").read_text()
     assert train_cli(argv) == 1 and "already holds a run" in capsys.readouterr().err
     assert train_cli(base + ["--resume", "--steps", "6"]) == 0
     assert torch.load(out/"state.pt", weights_only=True)["step"] == 6
+    assert load_model(out).config.block_size == 16  # a resume keeps the whole table in state.pt and crops again on saving
 
 
 def test_python_dash_m(tmp_path):
@@ -463,7 +466,8 @@ def test_ddp_two_ranks_equal_grad_accum(tmp_path):
     ddp_state = torch.load(tmp_path/"ddp"/"state.pt", weights_only=True)
     assert ddp_state["step"] == 10
     np.testing.assert_allclose(ddp_state["history"]["loss"], single.history["loss"], rtol=0, atol=1e-5)
-    for k, v in single.model.state_dict().items():
+    single_state = torch.load(tmp_path/"one"/"state.pt", weights_only=True)  # both whole, before the saved copies' crop
+    for k, v in single_state["model"].items():
         torch.testing.assert_close(ddp_state["model"][k], v, rtol=0, atol=1e-5)
     meta = json.loads((tmp_path/"ddp"/"meta.json").read_text())
     assert meta["world_size"] == 2 and meta["tokens_seen"] == 10 * 2 * 16 * 2
@@ -728,3 +732,22 @@ def test_a_result_file_that_is_nowhere_is_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"results/gpt2-124m-tuned/nope\.txt: not in this checkout, and https://raw"):
         T.result_file("nope.txt")
+
+
+def test_context_is_cropped_to_the_trained_windows_only_from_scratch(tmp_path):
+    """A run trained on windows shorter than its model's context saves a model that declares only the trained
+    positions; its first positions compute what they did before the crop. A fine-tune keeps its --init's context."""
+    kw = dict(steps=2, warmup=1, batch_size=2, eval_every=0, sample_tokens=4, progress=False, live_plot=False, device="cpu")
+    short = train(TrainConfig.from_preset("tiny", out=str(tmp_path/"short"), seq_len=16, **kw))
+    assert short.model.config.block_size == 16 and load_model(tmp_path/"short").config.block_size == 16
+    assert short.model.transformer.wpe.weight.shape[0] == 16
+    state = torch.load(tmp_path/"short"/"state.pt", weights_only=True)
+    assert state["model"]["transformer.wpe.weight"].shape[0] == GPTConfig.from_preset("tiny").block_size  # resumable as trained
+    full = GPT(GPTConfig.from_preset("tiny")); full.load_state_dict(state["model"]); full.eval()
+    x = torch.randint(0, 50257, (1, 16))
+    with torch.no_grad(): assert torch.equal(full(x), load_model(tmp_path/"short")(x))
+    whole = train(TrainConfig.from_preset("tiny", out=str(tmp_path/"whole"), seq_len=64, **kw))
+    assert load_model(tmp_path/"whole").config.block_size == 64  # trained at the full context: nothing to crop
+    tuned = train(TrainConfig.from_preset("tiny", out=str(tmp_path/"tuned"), init=str(tmp_path/"whole"), seq_len=16, **kw))
+    assert load_model(tmp_path/"tuned").config.block_size == 64
+    assert "keeps the 64 positions of --init" in (tmp_path/"tuned"/"logs"/"train.log").read_text()
