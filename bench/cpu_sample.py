@@ -88,7 +88,7 @@ def hf_dynamic_int8(hf):
     from transformers.pytorch_utils import Conv1D
     hf = copy.deepcopy(hf)
     # Conv1D is a Linear with a transposed weight: swap each for an nn.Linear so that quantize_dynamic reaches it.
-    for name, mod in list(hf.named_modules()):
+    for _name, mod in list(hf.named_modules()):
         for cname, child in list(mod.named_children()):
             if isinstance(child, Conv1D):
                 lin = torch.nn.Linear(child.weight.shape[0], child.weight.shape[1])
@@ -299,7 +299,7 @@ def main(argv=None) -> dict:
         from gpt_mini.data import load_dataset
         val = torch.as_tensor(load_dataset().val, dtype=torch.long)  # the last 10% of tiny Shakespeare
         n_win, win = (1, 32) if quick else (8, 256)
-        for name, copy_of in rounded.items():
+        for name in rounded:
             rows.append({"model": f"{what}, random init", "path": name,
                          **agreement(ours, ours_b if name == "bf16" else ours_q, val, n_win, win)})
         run_dir = Path(args.run) if args.run else (None if quick else find_trained_run())

@@ -35,6 +35,10 @@ def import_gradio():
         try: import gradio as gr
         except ImportError as e:
             raise ImportError(f"The sampler app needs Gradio ({e}): pip install 'gpt_mini[app]'") from None
+        # gradio 6.24 (Colab's) creates a coroutine, get_current_user, that it never awaits when no login is set up: a
+        # harmless RuntimeWarning printed in red under every cell that starts a server. Exactly that one is silenced.
+        import warnings
+        warnings.filterwarnings("ignore", message=r"coroutine '.*get_current_user' was never awaited", category=RuntimeWarning)
     return gr
 
 # %% auto 0
@@ -51,8 +55,9 @@ def _run_summary(run_dir: Path) -> str:
     if not isinstance(meta, dict): return ""
     parts = []
     if isinstance(meta.get("steps_done"), int): parts.append(f"{meta['steps_done']:,} steps")
-    val = meta.get("best_val_loss", meta.get("final_val_loss"))
-    if isinstance(val, (int, float)): parts.append(f"val loss {val:.2f}")
+    # the loss of the weights served (the run's last), never its best: the best weights may be long overwritten
+    val = meta.get("val_loss_full", meta.get("final_val_loss"))
+    if isinstance(val, (int, float)): parts.append(f"validation loss of these weights {val:.2f}")
     return f" ({', '.join(parts)})" if parts else ""
 
 def load_sampler_model(source: str | os.PathLike | GPT, device: str | None = None,
@@ -72,7 +77,7 @@ def load_sampler_model(source: str | os.PathLike | GPT, device: str | None = Non
         from gpt_mini.run import load_model, pick_device  # the run folder (chapter 10): no training code
         run_dir = Path(source).expanduser()
         model = load_model(run_dir, pick_device(device or "auto"))
-        origin = f"`{run_dir}`{_run_summary(run_dir)}"
+        origin = f"run `{run_dir.resolve().name}`{_run_summary(run_dir)}"  # its name: where it sits on the server is no visitor's business
     if model.device.type != "cpu":
         if precision in ("bf16", "int8"): cpu_sampling_copy(model, precision)  # the ValueError that says what to do on a GPU
         return model.eval(), origin, ""
@@ -306,8 +311,9 @@ def launch(demo: gr.Blocks, host: str | None = "127.0.0.1", port: int | None = N
 
     `host`/`port` None: Gradio's defaults, or `$GRADIO_SERVER_NAME`/`$GRADIO_SERVER_PORT` (Hugging Face Spaces set them)."""
     if port == 0: port = free_port(host or "127.0.0.1")
+    # max_file_size: the page has no file input, so Gradio's upload route refuses anything but an empty file
     _, local_url, share_url = demo.launch(server_name=host, server_port=port, share=share, inline=inline, quiet=True,
-                                          prevent_thread_lock=True, show_error=False)
+                                          prevent_thread_lock=True, show_error=False, max_file_size=1)
     if not quiet:
         print(f"The sampler is at {local_url}" + (f" and, for a week at most, at {share_url}" if share_url else ""))
     if block:

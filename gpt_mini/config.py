@@ -20,8 +20,8 @@ from .run import atomic_write_text
 from .schedule import check_schedule
 
 # %% auto 0
-__all__ = ['CHOICES', 'TRAIN_PRESETS', 'PRESET_ALIASES', 'TrainConfig', 'one_line', 'CLIParser', 'config_fields', 'build_parser',
-           'config_from_args', 'read_train_config', 'write_train_config']
+__all__ = ['CHOICES', 'TRAIN_PRESETS', 'PRESET_ALIASES', 'RESUME_EXACT', 'TrainConfig', 'one_line', 'CLIParser', 'config_fields',
+           'build_parser', 'config_from_args', 'read_train_config', 'write_train_config', 'resume_changes']
 
 # %% ../nbs/11_config.ipynb 6
 @dataclass
@@ -56,6 +56,7 @@ class TrainConfig:
     compile: bool = False             # torch.compile the model
     resume: bool = False              # continue the run in `out` from its state.pt
     overwrite: bool = False           # start afresh even if `out` already holds a run
+    resume_anyway: bool = False       # with --resume: also accept new settings that break an exact resume (batches, data)
     max_seconds: float | None = None  # stop (resumably) after this much wall time
     stop_at: int | None = None        # pause (resumably) once this many steps are done
     sample_tokens: int = 300          # length of the sample written at the end (0: none)
@@ -171,7 +172,7 @@ class CLIParser(argparse.ArgumentParser):
 # fields that are no flags: --preset is a flag of its own, the live plot is for notebooks
 _NOT_FLAGS = ("preset", "live_plot")
 # fields about one invocation, not about the run: left out of the run's train_config.json
-_INVOCATION_FIELDS = ("resume", "overwrite", "stop_at", "max_seconds", "progress", "live_plot", "tensorboard", "wandb")
+_INVOCATION_FIELDS = ("resume", "resume_anyway", "overwrite", "stop_at", "max_seconds", "progress", "live_plot", "tensorboard", "wandb")
 
 def config_fields() -> list[tuple[str, type, bool, str]]:
     "(name, type, accepts None, help) of every TrainConfig field: from its annotation and the comment beside it."
@@ -283,3 +284,16 @@ def write_train_config(cfg: TrainConfig, run_dir: str | os.PathLike) -> Path:
     "The run's train_config.json: what `--config` needs to repeat the run (without this invocation's own flags)."
     values = {k: v for k, v in cfg.to_dict().items() if k not in _INVOCATION_FIELDS}
     return atomic_write_text(Path(run_dir)/"train_config.json", json.dumps(values, indent=2) + "\n")
+
+# %% ../nbs/11_config.ipynb 26
+# what a resume continues exactly only with the same values: the batches drawn and the text they come from
+RESUME_EXACT = ("batch_size", "seq_len", "grad_accum", "batch_mode", "val_frac", "data")
+
+def resume_changes(saved: dict, cfg: TrainConfig) -> tuple[list[str], list[str]]:
+    """Settings of `cfg` that differ from a run's saved train_config.json, as `--flag old → new`: (those a resume can
+    take, such as a longer --steps or a lower --lr; those that break an exact resume, `RESUME_EXACT`)."""
+    fine, breaking = [], []
+    for name, new in cfg.to_dict().items():
+        if name in _INVOCATION_FIELDS or name in ("out", "preset") or name not in saved or saved[name] == new: continue
+        (breaking if name in RESUME_EXACT else fine).append(f"--{name.replace('_', '-')} {saved[name]!r} → {new!r}")
+    return fine, breaking

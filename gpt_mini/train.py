@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from .data import DataError, Batches, TextData, load_dataset, baseline_losses, TOKENIZER_NAME
 from .model import GPT, num_params, stream_text
-from .config import TrainConfig, config_from_args, write_train_config
+from .config import TrainConfig, config_from_args, resume_changes, write_train_config
 from .schedule import lr_at
 from .step import (dist_env, init_distributed, initial_model, keep_freed_memory, make_optimizer, mean_loss,
                            pick_precision, rng_state, seed_everything, set_lr, set_rng_state, train_step)  # chapter 05
@@ -233,7 +233,16 @@ def _catch_stop_signals(self: RunState):
 @patch
 def _check_out_folder(self: RunState):
     has_run = any((self.out/n).exists() for n in ("state.pt", "model.pt", "model.safetensors"))
-    if self.cfg.resume: state_path(self.out)  # the one-line error, before anything is written
+    if self.cfg.resume:
+        state_path(self.out)  # the one-line error, before anything is written
+        try: saved = json.loads((self.out/"train_config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError): saved = {}
+        self.resume_notes, breaking = resume_changes(saved if isinstance(saved, dict) else {}, self.cfg)
+        if breaking and not self.cfg.resume_anyway:
+            raise CheckpointError(f"--resume with {', '.join(breaking)} would not continue {self.out} exactly (other "
+                                  f"batches or other text than its train_config.json): drop those flags, or pass "
+                                  f"--resume-anyway to resume with them.")
+        self.resume_notes += breaking
     if has_run and not (self.cfg.resume or self.cfg.overwrite):
         raise CheckpointError(f"{self.out} already holds a run. Pass --resume to continue it, --overwrite to start "
                               f"over in it, or choose another --out.")
@@ -261,6 +270,9 @@ def _open_logs(self: RunState):
              f"device {self.device} {self.precision.name} x{self.world_size} | data {data.path} "
              f"({len(data.train):,} train / {len(data.val):,} val tokens)", echo=False)
     if self.precision.why: self.log(f"# precision {self.precision.name} ({self.precision.why})", echo=False)
+    if getattr(self, "resume_notes", None):  # said where the user looks now (stderr) and where they look later (the log)
+        self.log(f"# resumed with settings changed from train_config.json: {'; '.join(self.resume_notes)}", echo=False)
+        print(f"gpt-mini train: resuming {self.out} with changed settings: {'; '.join(self.resume_notes)}", file=sys.stderr)
     if self.kept_memory: self.log("# malloc keeps freed memory for reuse (keep_freed_memory)", echo=False)
     if (context := self.raw_model.config.block_size) > self.cfg.seq_len:
         self.log(f"# context: windows of {self.cfg.seq_len} tokens, shorter than the model's {context}: " + (

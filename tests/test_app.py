@@ -110,12 +110,13 @@ def test_server_keeps_serving_after_errors(server):
     _, client, _ = server
     for bad in ("", " "):
         with pytest.raises(AppError): ask(client, bad)
-    assert ask(client, "Still there?")[0]
+    text, facts = ask(client, "Still there?")
+    assert len(text) > 0 and "**Last generation** 6 tokens" in facts  # a continuation of the 6 tokens asked for
 
 def test_long_prompt_is_cropped_from_the_left(server):
     _, client, _ = server
     text, facts = ask(client, "All the world's a stage. " * 800, 5)  # 20,000 characters, far beyond a context of 64
-    assert text and "cropped" in facts and "the last 64" in facts
+    assert len(text) > 0 and "**Last generation** 5 tokens" in facts and "cropped" in facts and "the last 64" in facts
 
 def test_unicode_and_emoji(server):
     _, client, _ = server
@@ -311,10 +312,9 @@ def test_app_cli_port_in_use_is_found_before_the_model_loads(run_dir, taken_port
     import gpt_mini.app as app
     def no_loading(*args, **kwargs): raise AssertionError("the model was loaded before the port was checked")
     monkeypatch.setattr(app, "build_demo", no_loading)
-    t0 = time.monotonic()
-    assert app_cli(["--ckpt", str(run_dir), "--port", str(taken_port)]) == 1
+    assert app_cli(["--ckpt", str(run_dir), "--port", str(taken_port)]) == 1  # no_loading: before the model, not "fast"
     err = one_line(capsys.readouterr().err)
-    assert f"--port {taken_port}" in err and "already in use" in err and time.monotonic() - t0 < 5
+    assert f"--port {taken_port}" in err and "already in use" in err
 
 def test_gpt_mini_app_port_in_use_in_a_subprocess(run_dir, taken_port):
     "The real command: one line, exit status 1, before Gradio's seconds of importing (let alone the model's loading)."
@@ -421,3 +421,31 @@ def test_export_space_ckpt_problems(run_dir, tmp_path, capsys):
     assert not (tmp_path/"s").exists()  # nothing was written for a run that cannot be exported
     with pytest.raises(SystemExit) as e: export_space_cli(["--ckpt", str(run_dir), "--out", str(run_dir)])
     assert e.value.code == 2 and "run folder" in one_line(capsys.readouterr().err)
+
+
+def test_facts_name_the_run_and_the_loss_of_the_weights_served(tmp_path):
+    "The facts line names the run, not its path on the server, and gives the validation loss of the weights it serves."
+    import json
+    from gpt_mini.app import load_sampler_model
+    from gpt_mini.model import GPT, GPTConfig
+    from gpt_mini.run import save_model
+    run = tmp_path/"secret"/"place"/"my-run"
+    save_model(GPT(GPTConfig.from_preset("tiny")), run,
+               {"steps_done": 40, "best_val_loss": 4.82, "final_val_loss": 6.56, "val_loss_full": 6.45})
+    _, origin, _ = load_sampler_model(run, device="cpu", precision="fp32")
+    assert origin == "run `my-run` (40 steps, validation loss of these weights 6.45)"
+    assert "secret" not in origin and str(tmp_path) not in origin
+    json.dump({"steps_done": 40, "best_val_loss": 4.82, "final_val_loss": 6.56}, open(run/"meta.json", "w"))
+    assert load_sampler_model(run, device="cpu", precision="fp32")[1].endswith("validation loss of these weights 6.56)")
+
+
+def test_anonymous_uploads_are_refused(server, subprocess_servers):
+    """The page has no file input: Gradio's upload route refuses a 1 MiB file on the in-process sampler and on the
+    exported Space alike, and the file cannot be read back."""
+    import httpx
+    proc, space_url, _ = subprocess_servers["space"]
+    wait_for_server(proc, space_url)
+    for url in (server[0], space_url):
+        r = httpx.post(url + "gradio_api/upload", files={"files": ("big.bin", b"x" * (1 << 20))}, timeout=30)
+        assert r.status_code >= 400, (url, r.status_code, r.text[:200])
+        assert "big.bin" not in r.text

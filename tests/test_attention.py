@@ -76,7 +76,11 @@ def test_plot_attention():
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
     w = torch.softmax(torch.randn(5, 5).masked_fill(~causal_mask(5), float("-inf")), -1)
-    fig = plot_attention(w, list("abcde"), title="t")
+    fig = plot_attention(w, list("abcd") + ["\n"], title="t")
     assert isinstance(fig, Figure)
+    ax = fig.axes[0]  # what is drawn is the matrix, with the tokens on both axes (a newline shown as \n) and the title
+    assert (ax.images[0].get_array() == w.numpy()).all()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c", "d", "\\n"] == [t.get_text() for t in ax.get_yticklabels()]
+    assert ax.get_title() == "t" and ax.get_xlabel().startswith("key") and ax.get_ylabel().startswith("query")
     with pytest.raises(ValueError, match="tokens"): plot_attention(w, list("abc"))
     with pytest.raises(ValueError, match="matrix"): plot_attention(torch.zeros(2, 3))

@@ -22,7 +22,7 @@ def test_every_config_field_is_a_flag_with_the_fields_own_help():
     actions = {a.dest: a for a in build_parser()._actions}
     fields = [f for f in config_fields() if f[0] not in _NOT_FLAGS]
     assert len(fields) == len(dataclasses.fields(TrainConfig)) - len(_NOT_FLAGS)
-    for name, kind, optional, doc in fields:
+    for name, _kind, _optional, doc in fields:
         assert name in actions, name
         assert doc and actions[name].help.startswith(doc.replace("%", "%%")), (name, actions[name].help, doc)
         assert "--" + name.replace("_", "-") in actions[name].option_strings

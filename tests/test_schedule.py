@@ -93,4 +93,6 @@ def test_explorer_widget_builds_and_redraws():
 
 
 def test_check_schedule_ok():
-    check_schedule(3e-4, 500, 5000, 0.0)
+    # settings that are allowed, edges included, pass without a word (it returns nothing and raises nothing)
+    for args in [(3e-4, 500, 5000, 0.0), (3e-4, 0, 1, 3e-4), (1.0, 5000, 5000, 0.0)]:
+        assert check_schedule(*args) is None, args

@@ -50,9 +50,14 @@ def test_weight_decay_on_2d_only():
     assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == sum(p.numel() for p in model.parameters())
 
 
-def test_precision_choice():
-    assert pick_precision(torch.device("cpu")).name == ("bf16" if S.cpu_bf16_speedup() >= 1.3 else "fp32")  # measured
-    assert not pick_precision(torch.device("cpu")).scaler.is_enabled()
+def test_precision_choice(monkeypatch):
+    # the rule, against set speeds rather than the implementation's own measurement: bf16 only with a clear margin
+    for speedup, chosen in ((2.6, "bf16"), (1.35, "bf16"), (1.2, "fp32"), (0.57, "fp32")):
+        monkeypatch.setattr(S, "cpu_bf16_speedup", lambda speedup=speedup: speedup)
+        precision = pick_precision(torch.device("cpu"))
+        assert precision.name == chosen and f"{speedup:.2f}x" in precision.why, (speedup, precision)
+        assert not precision.scaler.is_enabled()
+    assert pick_precision(torch.device("cpu"), "fp32").name == "fp32" and pick_precision(torch.device("cpu"), "bf16").name == "bf16"
     with pytest.raises(ValueError, match="CUDA"): pick_precision(torch.device("cpu"), "fp16")
 
 
