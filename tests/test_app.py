@@ -68,6 +68,7 @@ def stop(proc):
 
 # ---------------------------------------------------------------- through the API
 
+@pytest.mark.slow
 def test_streaming_yields_growing_text(server):
     _, client, _ = server
     job = client.submit("To be, or not to be", 24, 1.0, 50, 1.0, 1, api_name="/generate")

@@ -18,6 +18,8 @@ playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright i
 from gpt_mini.app import build_demo, free_port, launch
 from gpt_mini.model import GPT, GPTConfig
 
+pytestmark = pytest.mark.slow  # a real browser against a served page: `pytest -m "not slow"` leaves it out
+
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT/"test-artifacts"
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"

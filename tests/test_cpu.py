@@ -77,6 +77,7 @@ def test_gemv_kernels_say_in_one_line_why_they_cannot_build(monkeypatch, tmp_pat
     assert not list(tmp_path.glob("kernels/*.so"))  # no half-built library left to load next time
 
 
+@pytest.mark.slow
 def test_auto_never_serves_int8_where_it_changes_the_model():
     """Chapter 15's breaker, on an untrained `small` model too (the chapter uses the trained one): float32 computes
     exactly the same model, int8's row scales are ruined (far over the bound), and `auto` serves something else."""

@@ -15,6 +15,8 @@ from gpt_mini.model import GPT, GPTConfig, generate, stream_text
 from gpt_mini.train import TrainConfig, train
 from gpt_mini.run import load_model, save_model
 
+pytestmark = pytest.mark.slow  # a trained run exported and loaded back by transformers: `pytest -m "not slow"` leaves it out
+
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["ROMEO:", "To be, or not to be", "  two spaces, then\nnewline"]
 ODD = ["", " ", "   leading spaces", "trailing   \n\n\n", "tabs\tand\r\nwindows", "I'm sure they'll've done't",

@@ -102,6 +102,7 @@ def test_hf_parity_small():
     _parity(GPTConfig.from_preset("small"))
 
 
+@pytest.mark.slow
 def test_hf_parity_gpt2_124m():
     _parity(GPTConfig.from_preset("gpt2"), T=32)
 
@@ -214,6 +215,7 @@ def _reference_greedy(model, prompt, n):
     return out
 
 
+@pytest.mark.slow
 def test_greedy_with_cache_equals_without_for_200_tokens(tiny):
     prompt = torch.randint(0, TINY.vocab_size, (10,), generator=torch.Generator().manual_seed(0)).tolist()
     cached = list(generate(tiny, prompt, 200, temperature=0))           # block_size 64: slides 4 times

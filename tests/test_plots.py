@@ -122,6 +122,7 @@ def test_loss_figure():
     check_and_save(loss_figure(history, "a run: step 300/300"), "loss")
 
 
+@pytest.mark.slow
 def test_sampling_figures(model):
     logits = next_token_logits(model, "ROMEO:")
     settings = [{}, {"temperature": 0.5}, {"top_k": 5}, {"top_p": 0.9}]

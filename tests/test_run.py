@@ -192,6 +192,7 @@ def test_lock_through_a_link_is_refused(tmp_path):
     assert not (tmp_path/"nowhere").exists()
 
 
+@pytest.mark.slow
 def test_lock_is_reentrant_here_and_exclusive_across_processes(tmp_path):
     child = f"from gpt_mini.run import run_lock\nwith run_lock({str(tmp_path)!r}, timeout=0): pass"
     with run_lock(tmp_path, timeout=0):

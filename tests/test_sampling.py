@@ -225,6 +225,7 @@ def test_sample_cli_missing_or_broken_run(tmp_path, capsys):
     assert e.value.code == 2 and "--ckpt" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_python_m_gpt_mini_sampling(run_dir):
     ok = subprocess.run([sys.executable, "-m", "gpt_mini.sampling", "--ckpt", str(run_dir), *ARGS, "--seed", "3"],
                         capture_output=True, text=True, cwd=ROOT)
@@ -351,6 +352,7 @@ def test_filtered_probs_refuses_non_finite_knobs(knobs):
     with pytest.raises(ValueError, match=list(knobs)[0]): filtered_probs(LOGITS, **knobs)
 
 
+@pytest.mark.slow
 def test_gpt_mini_sample_exit_statuses_in_a_subprocess(run_dir, tmp_path):
     "Through the real entry point: usage 2, runtime 1, each a single line on stderr."
     for argv, code in [(["--ckpt", str(run_dir), "--seed", str(2**64)], 2), (["--ckpt", str(run_dir/"config.json")], 1)]:

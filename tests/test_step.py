@@ -22,6 +22,7 @@ def test_auto_precision_on_a_cpu_is_measured(monkeypatch):
     assert pick_precision(cpu, "fp32").why == ""  # asked for: nothing to explain
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_keep_freed_memory_takes_big_buffers_from_the_heap():
     "By default a 64 MB buffer is an mmap'd block (returned to the kernel on free, page-faulted in again next time)."

@@ -39,6 +39,7 @@ def weights_equal(a, b) -> bool:
 
 # ---- learning ---------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_loss_falls_well_below_its_start(tmp_path):
     r = train(quick(tmp_path, steps=30, lr=3e-3, warmup=3, eval_every=10, sample_tokens=20))
     losses = r.history["loss"]
@@ -56,6 +57,7 @@ def test_loss_falls_well_below_its_start(tmp_path):
     assert (r.run_dir/"sample_output.txt").read_text().strip()
 
 
+@pytest.mark.slow
 def test_baselines_and_the_whole_validation_split(tmp_path):
     "The run measures itself against the unigram/bigram counts of chapter 00, on the whole held-out text."
     from gpt_mini.data import load_dataset, baseline_losses
@@ -76,6 +78,7 @@ def test_baselines_and_the_whole_validation_split(tmp_path):
     if sys.platform.startswith("linux"): assert "# malloc keeps freed memory for reuse" in log  # a CPU run keeps it
 
 
+@pytest.mark.slow
 def test_log_lines_have_the_recipe_format(tmp_path):
     r = train(quick(tmp_path, steps=7, log_every=3))
     lines = [l for l in (r.run_dir/"logs"/"train.log").read_text().splitlines() if l.startswith("step ")]
@@ -85,12 +88,14 @@ def test_log_lines_have_the_recipe_format(tmp_path):
     assert format_log_line(50, 5000, 8.3372, lr_after_step(50)) == "step 50/5000 | loss 8.3372 | lr 3.120000e-05"
 
 
+@pytest.mark.slow
 def test_target_loss_stops_the_run(tmp_path):
     r = train(quick(tmp_path, target_loss=9.5, steps=40, lr=3e-3))
     assert r.stop_reason == "target" and r.steps_done < 40 and r.final_loss < 9.5
     assert json.loads((r.run_dir/"meta.json").read_text())["stop_reason"] == "target"
 
 
+@pytest.mark.slow
 def test_time_budget_stops_resumably(tmp_path):
     r = train(quick(tmp_path, steps=1000, max_seconds=0.5))
     assert r.stop_reason == "time" and 1 <= r.steps_done < 1000
@@ -99,6 +104,7 @@ def test_time_budget_stops_resumably(tmp_path):
 
 # ---- reproducibility and resuming -------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_same_seed_same_losses(tmp_path):
     a = train(quick(tmp_path, "a", dropout=0.1))
     b = train(quick(tmp_path, "b", dropout=0.1))
@@ -107,6 +113,7 @@ def test_same_seed_same_losses(tmp_path):
     assert a.history["loss"] != c.history["loss"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["random", "sequential"])
 def test_resumed_equals_uninterrupted(tmp_path, mode):
     # dropout and gradient accumulation make the RNG state and the data position matter
@@ -123,6 +130,7 @@ def test_resumed_equals_uninterrupted(tmp_path, mode):
     assert "resumed at step 5" in log
 
 
+@pytest.mark.slow
 def test_resume_from_a_periodic_checkpoint_after_a_crash(tmp_path):
     cfg = quick(tmp_path, "full", ckpt_every=4)
     full = train(cfg)
@@ -137,12 +145,14 @@ def test_resume_from_a_periodic_checkpoint_after_a_crash(tmp_path):
     assert resumed.history["loss"] == full.history["loss"] and weights_equal(resumed.model, full.model)
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_model(tmp_path):
     train(quick(tmp_path, stop_at=2))
     with pytest.raises(CheckpointError, match=r"n_layer=2 in the checkpoint but 4 now"):
         train(quick(tmp_path, model="small", resume=True))
 
 
+@pytest.mark.slow
 def test_resume_without_state_and_existing_run(tmp_path):
     with pytest.raises(CheckpointError, match="Nothing to resume"):
         train(quick(tmp_path, resume=True))
@@ -152,6 +162,7 @@ def test_resume_without_state_and_existing_run(tmp_path):
     train(quick(tmp_path, steps=2, overwrite=True))
 
 
+@pytest.mark.slow
 def test_a_locked_run_folder_is_refused(tmp_path):
     import fcntl
     out = tmp_path/"run"; out.mkdir()
@@ -164,6 +175,7 @@ def test_a_locked_run_folder_is_refused(tmp_path):
 
 # ---- divergence -----------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     def poison(run):
         if run.step == 7:
@@ -187,6 +199,7 @@ def test_inf_loss_stops_too(tmp_path):
 
 # ---- atomic saves -----------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_failed_write_leaves_old_checkpoint(tmp_path, monkeypatch):
     cfg = quick(tmp_path, ckpt_every=3)
     real_save, calls = torch.save, []
@@ -221,6 +234,7 @@ def test_cli_reports_a_full_disk(tmp_path, monkeypatch, capsys):
     assert "This run has no earlier checkpoint" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_read_only_output_folder_is_refused_up_front(tmp_path, monkeypatch):
     train(quick(tmp_path, stop_at=3, ckpt_every=3))  # a run that is worth keeping
     before = (tmp_path/"run"/"state.pt").read_bytes()
@@ -295,6 +309,7 @@ def uninterrupted(tmp_path_factory) -> list[float]:
     return losses_of(out)
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, uninterrupted):
     out = tmp_path/"run"
     p = start_training(out, "--log-every", "1", "--ckpt-every", "0")  # no periodic checkpoints: only Ctrl-C saves
@@ -334,6 +349,7 @@ def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tmp_path):
     assert handler_after is signal.default_int_handler  # restored
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume(tmp_path, uninterrupted):
     """Kill -9 a run that saves state.pt after every step (a save takes longer than a step here, so many kills land
     mid-save), at a random step plus a random delay; resume; again and again: the checkpoint always loads and the
@@ -368,6 +384,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, uninterrupted):
     assert not list(out.glob(".*.tmp"))  # the next run cleans up what a killed save left
 
 
+@pytest.mark.slow
 def test_bf16_autocast_on_cpu_trains(tmp_path):
     r = train(quick(tmp_path, dtype="bf16", steps=8, lr=3e-3))
     assert all(map(math.isfinite, r.history["loss"])) and r.history["loss"][-1] < r.history["loss"][0]
@@ -418,6 +435,7 @@ def test_bad_flags_get_clear_errors(argv, fragment, capsys):
     assert fragment in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_trains_and_reports(tmp_path, capsys):
     out = tmp_path/"cli"
     base = ["--preset", "tiny", "--warmup", "1", "--seq-len", "16", "--batch-size", "2", "--sample-tokens", "5", "--out", str(out),
@@ -435,6 +453,7 @@ def test_cli_trains_and_reports(tmp_path, capsys):
     assert load_model(out).config.block_size == 16  # a resume keeps the whole table in state.pt and crops again on saving
 
 
+@pytest.mark.slow
 def test_python_dash_m(tmp_path):
     r = subprocess.run([sys.executable, "-m", "gpt_mini.train", "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "--target-loss" in r.stdout
@@ -443,6 +462,7 @@ def test_python_dash_m(tmp_path):
     assert r.returncode == 1 and "not found" in r.stderr
 
 
+@pytest.mark.slow
 def test_ensure_run(tmp_path):
     run = ensure_run(tmp_path/"r", preset="tiny", steps=3, warmup=1, seq_len=16, sample_tokens=0, progress=False, live_plot=False)
     assert load_model(run).config.n_layer == 2
@@ -452,6 +472,7 @@ def test_ensure_run(tmp_path):
 
 # ---- DDP ---------------------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in")
 def test_ddp_two_ranks_equal_grad_accum(tmp_path):
     common = ["--preset", "tiny", "--steps", "10", "--seq-len", "16", "--batch-mode", "sequential", "--eval-every", "0",
@@ -486,6 +507,7 @@ def test_train_refuses_a_folder_of_someone_elses_files(tmp_path, capsys):
     assert {p.name: p.read_bytes() for p in project.iterdir()} == before  # not even a .lock was added
 
 
+@pytest.mark.slow
 def test_overwrite_keeps_the_old_run_resumable_when_the_new_start_fails(tmp_path, capsys):
     cfg = quick(tmp_path, ckpt_every=4)
     train(cfg, stop_at=8)
@@ -496,18 +518,21 @@ def test_overwrite_keeps_the_old_run_resumable_when_the_new_start_fails(tmp_path
     assert train(cfg, resume=True).steps_done == cfg.steps  # still resumable
 
 
+@pytest.mark.slow
 def test_a_log_that_is_a_link_is_refused_and_its_target_kept(tmp_path, capsys):
     cfg = quick(tmp_path)
     train(cfg, stop_at=4)
     victim = tmp_path/"victim.txt"; victim.write_text("keep me")
     log = tmp_path/"run"/"logs"/"train.log"; log.unlink(); log.symlink_to(victim)
-    assert train_cli(["--preset", "tiny", "--out", cfg.out, "--resume", "--no-progress", "--device", "cpu"]) == 1
+    # resumed with its own settings (its train_config.json), so that the only thing wrong is the link
+    assert train_cli(["--config", cfg.out, "--out", cfg.out, "--resume", "--no-progress", "--device", "cpu"]) == 1
     assert "symbolic link" in capsys.readouterr().err
     assert victim.read_text() == "keep me"
 
 
 # ---- the command line is the config ------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_run_repeats_from_its_train_config(tmp_path):
     first = train(quick(tmp_path, steps=6))
     saved = json.loads((first.run_dir/"train_config.json").read_text())
@@ -523,6 +548,7 @@ def test_a_run_repeats_from_its_train_config(tmp_path):
 
 # ---- metrics for tools -------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_metrics_jsonl_and_hooks_get_every_step_and_evaluation(tmp_path):
     seen = []
     r = train(quick(tmp_path, eval_every=4, eval_batches=1), on_metrics=seen.append)
@@ -537,6 +563,7 @@ def test_metrics_jsonl_and_hooks_get_every_step_and_evaluation(tmp_path):
     assert h["loss"] == r.history["loss"] and h["eval_val"] == r.history["eval_val"]
 
 
+@pytest.mark.slow
 def test_metrics_after_a_crash_and_resume_hold_each_step_once(tmp_path):
     cfg = quick(tmp_path, ckpt_every=4)
     def crash_after_step_6(run):
@@ -548,6 +575,7 @@ def test_metrics_after_a_crash_and_resume_hold_each_step_once(tmp_path):
     assert [x["loss"] for x in read_metrics(cfg.out) if x["kind"] == "train"] == r.history["loss"]
 
 
+@pytest.mark.slow
 def test_tensorboard_hook_writes_scalars(tmp_path, monkeypatch):
     import types
     calls = []
@@ -561,6 +589,7 @@ def test_tensorboard_hook_writes_scalars(tmp_path, monkeypatch):
     assert ("train/loss", 0) in calls and ("train/loss", 11) in calls and ("eval/val_loss", 6) in calls
 
 
+@pytest.mark.slow
 def test_wandb_hook_logs_every_record_with_the_run_config(tmp_path, monkeypatch):
     "W&B without an account: a stand-in `wandb` module records what the hook sends (init once, then log per record)."
     import types
@@ -621,6 +650,7 @@ def test_unreadable_data_is_one_line(tmp_path, capsys, monkeypatch):
     assert not (tmp_path/"run").exists()
 
 
+@pytest.mark.slow
 def test_init_from_a_run_and_from_a_transformers_folder(tmp_path):
     pytest.importorskip("transformers")
     base = train(quick(tmp_path, name="base", steps=30, warmup=3, eval_every=0))
@@ -635,6 +665,7 @@ def test_init_from_a_run_and_from_a_transformers_folder(tmp_path):
     assert meta["init"] == str(base.run_dir) and meta["model_preset"] is None
 
 
+@pytest.mark.slow
 def test_init_gpt2_loads_openai_weights_through_the_hub_cache(tmp_path):
     # No network in tests: a small GPT-2 stands in for OpenAI's, laid out in a Hub cache exactly as a download leaves
     # it (models--gpt2/snapshots/<commit>, refs/main). `--init gpt2` must find it by name, offline, and train from it.
@@ -696,6 +727,7 @@ def test_resume_from_a_state_pt_that_is_no_checkpoint_is_one_line(tmp_path, caps
     assert len(err.splitlines()) == 1 and "is not a gpt_mini training checkpoint" in err
 
 
+@pytest.mark.slow
 def test_training_into_a_linked_run_folder(tmp_path):
     (tmp_path/"big").mkdir(); (tmp_path/"runs").symlink_to(tmp_path/"big")
     r = train(quick(tmp_path, name="runs/x"))
@@ -732,6 +764,7 @@ def test_a_result_file_that_is_nowhere_is_one_line(tmp_path, monkeypatch):
         T.result_file("nope.txt")
 
 
+@pytest.mark.slow
 def test_context_is_cropped_to_the_trained_windows_only_from_scratch(tmp_path):
     """A run trained on windows shorter than its model's context saves a model that declares only the trained
     positions; its first positions compute what they did before the crop. A fine-tune keeps its --init's context."""
@@ -751,6 +784,7 @@ def test_context_is_cropped_to_the_trained_windows_only_from_scratch(tmp_path):
     assert "keeps the 64 positions of --init" in (tmp_path/"tuned"/"logs"/"train.log").read_text()
 
 
+@pytest.mark.slow
 def test_resume_names_changed_settings_and_refuses_those_that_break_it(tmp_path, capsys):
     out = tmp_path/"r"
     base = ["--preset", "tiny", "--warmup", "1", "--seq-len", "16", "--batch-size", "2", "--sample-tokens", "0",
