@@ -256,7 +256,7 @@ def from_pretrained(cls: GPT, name: str = "gpt2", **hf_kwargs) -> GPT:
             f"HF_HUB_OFFLINE unset, or use a model trained with gpt_mini instead.") from None
     return cls.from_hf(hf)
 
-# %% ../nbs/03_model.ipynb 41
+# %% ../nbs/03_model.ipynb 44
 def _real(x) -> float | None:
     "`x` as a float when it is a real number (an int, a float, a 0-d tensor; not a bool or a string), else None."
     if x is None or isinstance(x, (bool, str, bytes)): return None
@@ -358,7 +358,7 @@ def _sample(logits, temperature, top_k, top_p, generator):
     if nucleus: probs = probs.masked_fill(probs.cumsum(-1) - probs >= top_p, 0.0)  # as top_p_filter, in sorted order
     return ids.gather(-1, _draw(probs, generator)[..., None])[..., 0]
 
-# %% ../nbs/03_model.ipynb 45
+# %% ../nbs/03_model.ipynb 48
 def as_prompt_ids(idx, vocab_size: int | None = None) -> torch.Tensor:
     "One prompt (a list, array or tensor of ids; a batch of one is unwrapped) as a 1-D long tensor, checked: a ValueError naming what is wrong."
     try: ids = torch.as_tensor(idx, dtype=torch.long)
@@ -438,7 +438,7 @@ def _generate(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, us
     finally:
         model.train(was_training)
 
-# %% ../nbs/03_model.ipynb 52
+# %% ../nbs/03_model.ipynb 55
 def stream_text(model: GPT, prompt: str, max_new_tokens: int = 200, temperature: float = 1.0,
                 top_k: int | None = None, top_p: float | None = None, seed: int | None = None):
     """Continue `prompt`, yielding text pieces as tokens arrive; a multi-byte UTF-8 character is never split.
@@ -467,7 +467,7 @@ def _stream_pieces(tokens, enc):
     tail = decoder.decode(b"", final=True)
     if tail: yield tail
 
-# %% ../nbs/03_model.ipynb 59
+# %% ../nbs/03_model.ipynb 62
 def attention_maps(model: GPT, prompt) -> torch.Tensor:
     "Attention weights of every layer and head for a prompt (text or token ids): a (n_layer, n_head, T, T) tensor."
     if isinstance(prompt, str):
