@@ -11,7 +11,7 @@ runs every cell). Nothing is shared between chapters: no run folder, no cache (e
 a chapter that needs the trained model trains it, as it would in Colab. Only the corpus and tiktoken's files come from
 ../shared, since this machine has no internet. Prints each chapter's time and the first error, and exits 1 if any
 chapter stops before its last cell."""
-import os, shutil, subprocess, sys, tempfile, time
+import os, re, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +49,10 @@ def run_alone(py: Path, notebook: Path) -> tuple[bool, float, str]:
                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
         t0 = time.perf_counter()
         r = subprocess.run([str(py), "-c", RUNNER, str(target)], cwd=work, env=env, capture_output=True, text=True)
-        error = "" if r.returncode == 0 else (r.stderr.strip().splitlines() or ["?"])[-1]
+        lines = r.stderr.strip().splitlines()
+        # nbclient's CellExecutionError quotes the cell, then the traceback: its last "SomethingError: ..." line says why
+        errors = [l.strip() for l in lines if re.match(r"^\s*[\w.]*(Error|Exception|Interrupt)\b.*:", l)]
+        error = "" if r.returncode == 0 else (errors or lines or ["?"])[-1][:500]
         return r.returncode == 0, time.perf_counter() - t0, error
 
 
